@@ -1,0 +1,23 @@
+"""The exceptions of stream-kpis: one root, narrow subclasses that carry what went wrong.
+
+    StreamKpisError
+     +-- ConfigError        a setting, window, target or CLI value is not usable
+     +-- ServiceError       a local service (Kafka, Redis, Prometheus) is missing or won't start
+"""
+
+from __future__ import annotations
+
+
+class StreamKpisError(Exception):
+    """Root of every error stream-kpis raises on purpose."""
+
+
+class ConfigError(StreamKpisError):
+    """A configuration value is not usable; the message names the setting and the value."""
+
+
+class ServiceError(StreamKpisError):
+    """A local service is not installed, cannot start, or does not answer.
+
+    The message is one line that says what is wrong and what to do about it.
+    """

@@ -3,6 +3,8 @@
     StreamKpisError
      +-- ConfigError        a setting, window, target or CLI value is not usable
      +-- ServiceError       a local service (Kafka, Redis, Prometheus) is missing or won't start
+     +-- DatasetError       a dataset file cannot be read or does not have the expected shape
+     +-- ProduceError       events could not be delivered to Kafka
 """
 
 from __future__ import annotations
@@ -21,3 +23,14 @@ class ServiceError(StreamKpisError):
 
     The message is one line that says what is wrong and what to do about it.
     """
+
+
+class DatasetError(StreamKpisError):
+    """A dataset file is missing, unreadable, or lacks what its adapter needs.
+
+    The message names the file and, where known, the line or column.
+    """
+
+
+class ProduceError(StreamKpisError):
+    """Kafka did not acknowledge events; the message says how many and why."""

@@ -2,6 +2,7 @@
 
     StreamKpisError
      +-- ConfigError        a setting, window, target or CLI value is not usable
+     |    +-- TargetConfigError   a targets file entry is not usable (file, entry, field, value)
      +-- ServiceError       a local service (Kafka, Redis, Prometheus) is missing or won't start
      +-- DatasetError       a dataset file cannot be read or does not have the expected shape
      +-- ProduceError       events could not be delivered to Kafka
@@ -16,6 +17,26 @@ class StreamKpisError(Exception):
 
 class ConfigError(StreamKpisError):
     """A configuration value is not usable; the message names the setting and the value."""
+
+
+class TargetConfigError(ConfigError):
+    """A targets file cannot be used. Carries the file, the entry's index, the field and value."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        index: int | None = None,
+        field: str | None = None,
+        value: object = None,
+    ) -> None:
+        where = path if index is None else f"{path}: target #{index + 1}"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.index = index
+        self.field = field
+        self.value = value
 
 
 class ServiceError(StreamKpisError):

@@ -6,6 +6,7 @@
      +-- ServiceError       a local service (Kafka, Redis, Prometheus) is missing or won't start
      +-- DatasetError       a dataset file cannot be read or does not have the expected shape
      +-- ProduceError       events could not be delivered to Kafka
+     +-- TimestampError     a value is not a timestamp stream-kpis accepts (RFC 3339 or epoch)
 """
 
 from __future__ import annotations
@@ -55,3 +56,7 @@ class DatasetError(StreamKpisError):
 
 class ProduceError(StreamKpisError):
     """Kafka did not acknowledge events; the message says how many and why."""
+
+
+class TimestampError(StreamKpisError, ValueError):
+    """A value is not an accepted timestamp; the message says what was expected and what came."""

@@ -74,7 +74,7 @@ class Aggregates:
                     for bucket, cells in self._hist[spec.bucket_seconds][scope].items():
                         if bucket >= start:
                             _add_into(counts, cells)
-                per_scope[scope] = counts
+                per_scope[scope] = {name: value for name, value in counts.items() if value}
             result[spec.name] = per_scope
         return result
 

@@ -125,7 +125,8 @@ class PartitionEngine:
                 return Applied(Outcome.REDELIVERED)
             record["off"][source] = offset
 
-        if event.event_id in record["ids"]:
+        seen_at = record["ids"].get(event.event_id)
+        if seen_at is not None and self.clock <= seen_at + self.config.dedup_horizon_seconds:
             self._dirty[key] = record
             return Applied(Outcome.DUPLICATE)
 

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from typing import Any
@@ -108,3 +109,8 @@ def build_snapshot(
 
 def known_scopes(counts: WindowCounts) -> set[str]:
     return {scope for scopes in counts.values() for scope in scopes}
+
+
+def dumps_snapshot(snapshot: dict[str, Any], *, indent: int | None = None) -> str:
+    """The snapshot as JSON text (NaN never appears: no data is null)."""
+    return json.dumps(snapshot, indent=indent, allow_nan=False)

@@ -1,0 +1,1 @@
+"""Click commands of the `stream-kpis` CLI, one module per command family."""

@@ -126,12 +126,14 @@ class WorkerMetrics:
         self._wall_clock = wall_clock
         self._watermarks_seconds: dict[int, float] = {}
         self._lag_partitions: set[tuple[str, int]] = set()
-        self._declare_counters(registry)
-        self._declare_gauges(registry)
+        # Registered first so that a scrape's own failed read shows in the error counter
+        # that the same scrape exposes.
         self.kpis = KpiCollector(
             read_components, max_programs=max_programs, programs=programs, metrics=self
         )
         registry.register(self.kpis)
+        self._declare_counters(registry)
+        self._declare_gauges(registry)
         self._initialise_counters(topics, reasons)
 
     def _declare_counters(self, registry: CollectorRegistry) -> None:

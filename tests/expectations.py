@@ -216,7 +216,7 @@ class CdnowFigures:
     repeat_customers: int  # customers with purchases on two or more days
     purchases: int  # customer-days
     total_amount: Decimal
-    first_day: str
+    first_day: str  # YYYYMMDD as in the file
     last_day: str
 
     @property

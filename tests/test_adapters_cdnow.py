@@ -43,12 +43,27 @@ def test_one_purchase_per_customer_day_with_every_dollar(events, figures):
     assert any(e["amount"] == "0.00" for e in events)
 
 
-def test_timeline_is_the_data_s(events, figures):
+def _documented_time(yyyymmdd: str) -> str:
+    # The documented move: 17 years forward, same month, day and weekday.
+    return f"{int(yyyymmdd[:4]) + 17}-{yyyymmdd[4:6]}-{yyyymmdd[6:]}T00:00:00Z"
+
+
+def test_timeline_is_the_data_s_17_years_later(events, figures):
     times = [e["occurred_at"] for e in events]
     assert times == sorted(times)
-    first, last = figures.first_day, figures.last_day
-    assert times[0] == f"{first[:4]}-{first[4:6]}-{first[6:]}T00:00:00Z"
-    assert times[-1] == f"{last[:4]}-{last[4:6]}-{last[6:]}T00:00:00Z"
+    assert times[0] == _documented_time(figures.first_day) == "2014-01-01T00:00:00Z"
+    assert times[-1] == _documented_time(figures.last_day)
+
+
+def test_dates_keep_their_weekday(events):
+    raw = expectations.pd.read_csv(expectations.CDNOW_TXT, sep=r"\s+", dtype=str)
+    original = {
+        f"{c}-{d}": expectations.pd.Timestamp(d).day_name()
+        for c, d in zip(raw["customer_id"], raw["date"], strict=True)
+    }
+    for event in events:
+        moved = expectations.pd.Timestamp(event["occurred_at"]).day_name()
+        assert moved == original[event["order_id"]]
 
 
 def test_customer_ids_keep_their_zeros(events):

@@ -5,7 +5,12 @@ Several rows can share a customer and a day; they are one purchase occasion (as 
 buy-till-you-die literature the dataset comes from), so each customer-day becomes one
 `purchase` at 00:00:00Z of that day, with `order_id` "<customer_id>-<date>" and `amount` the
 sum of the day's `dollar_value` (0.00 is a legal amount). `customer_id` is kept as written, with
-its leading zeros. The full mapping is in docs/datasets.md.
+its leading zeros.
+
+The contract rejects times before 2000, so every date moves YEAR_OFFSET (17) years forward:
+1997-01-01 becomes 2014-01-01. 1997-98 and 2014-15 share one calendar (neither has a 29
+February, and each year starts on the same weekday), so every purchase keeps its month, day and
+weekday. The full mapping is in docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 NAME = "cdnow"
 COLUMNS = ("customer_id", "date", "number_of_cds", "dollar_value")
+YEAR_OFFSET = 17
 
 
 def iter_events(
@@ -46,7 +52,7 @@ def iter_events(
             {
                 "event_id": f"{NAME}-{index}-0",
                 "type": "purchase",
-                "occurred_at": yyyymmdd(date),
+                "occurred_at": _moved(yyyymmdd(date)),
                 "customer_id": customer,
                 "order_id": f"{customer}-{date}",
                 "amount": money(total),
@@ -78,3 +84,8 @@ def _read_rows(path: Path) -> Iterator[tuple[str, str, Decimal]]:
             if not amount.is_finite() or amount < 0:
                 raise DatasetError(f"{where}: dollar_value {fields[3]!r} is not an amount")
             yield fields[0], fields[1], amount
+
+
+def _moved(day: datetime) -> datetime:
+    """The same month and day YEAR_OFFSET years later (the data has no 29 February)."""
+    return day.replace(year=day.year + YEAR_OFFSET)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from decimal import Decimal
@@ -31,7 +30,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from stream_kpis.events import TOPIC_ROLES, TYPES_BY_TOPIC
+from stream_kpis.events import REASON_CODES, TOPIC_ROLES, TYPES_BY_TOPIC
 from stream_kpis.kpis import (
     HISTOGRAM_COMPONENTS,
     KPIS,
@@ -52,11 +51,6 @@ ALL_SCOPE = "all"
 OTHER = "other"
 UNKNOWN_TYPE = "unknown"
 EVENT_TYPES: frozenset[str] = frozenset().union(*TYPES_BY_TOPIC.values())
-
-# Used when the worker does not pass the decoder's list of reason codes: any short code in
-# snake_case is kept, up to this many distinct ones per process; the rest become "other".
-MAX_OPEN_REASONS = 32
-_REASON_CODE = re.compile(r"[a-z][a-z0-9_]{0,39}")
 
 # The KPI value gauge a unit goes to; "money_ratio" (NDR) can exceed 1 but is still a ratio.
 VALUE_METRIC_BY_UNIT = {
@@ -82,32 +76,21 @@ HISTOGRAM_LABELS = ("window", "program", "partition")
 class LabelClamp:
     """Maps a free value onto a small fixed set of label values; anything else is `other`."""
 
-    def __init__(self, allowed: Collection[str] | None, *, open_limit: int = MAX_OPEN_REASONS):
-        self._allowed = frozenset(allowed) if allowed is not None else None
-        self._open_limit = open_limit
-        self._seen: set[str] = set()
+    def __init__(self, allowed: Collection[str]) -> None:
+        self._allowed = frozenset(allowed)
 
     def __call__(self, value: str | None) -> str:
-        if value is None:
-            return OTHER
-        if self._allowed is not None:
-            return value if value in self._allowed else OTHER
-        if value in self._seen:
-            return value
-        if len(self._seen) < self._open_limit and _REASON_CODE.fullmatch(value):
-            self._seen.add(value)
-            return value
-        return OTHER
+        return value if value is not None and value in self._allowed else OTHER
 
 
 class WorkerMetrics:
     """The metrics of one worker process, on `registry`.
 
     `read_components` returns the engine's counted components per owned partition (see
-    `Components`); it is called once per scrape. `programs` keep their own label; when it is
-    empty, the first `max_programs` programme names in sorted order do. `reasons` is the fixed
-    set of invalid-message reason codes (the event decoder's); without it, short snake_case codes
-    are accepted up to `MAX_OPEN_REASONS`. `wall_clock` is injectable for tests.
+    `Components`); it is called once per scrape. `programs` always keep their own label (pass
+    the programmes named by targets); the other programmes fill the remaining places up to
+    `max_programs` in sorted order, and the rest are summed under `other`. `reasons` is the fixed
+    set of invalid-message reason codes. `wall_clock` is injectable for tests.
     """
 
     def __init__(
@@ -117,7 +100,7 @@ class WorkerMetrics:
         read_components: ReadComponents,
         max_programs: int = 20,
         programs: Iterable[str] = (),
-        reasons: Collection[str] | None = None,
+        reasons: Collection[str] = REASON_CODES,
         topics: Collection[str] = TOPIC_ROLES,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -213,9 +196,7 @@ class WorkerMetrics:
             registry=registry,
         )
 
-    def _initialise_counters(
-        self, topics: Collection[str], reasons: Collection[str] | None
-    ) -> None:
+    def _initialise_counters(self, topics: Collection[str], reasons: Collection[str]) -> None:
         # Series at 0 from the start let rate() and increase() see the first messages, and let
         # the stalled-pipeline alert fire on a worker that never processed anything.
         for topic in topics:
@@ -223,7 +204,7 @@ class WorkerMetrics:
                 for outcome in OUTCOMES:
                     self.messages.labels(topic, event_type, outcome)
             self.messages.labels(topic, UNKNOWN_TYPE, "invalid")
-            for reason in sorted(reasons or ()):
+            for reason in sorted(reasons):
                 self.invalid_messages.labels(topic, reason)
 
     # -- counters --------------------------------------------------------------------------
@@ -349,7 +330,8 @@ class KpiCollector:
     def program_labels(self, scopes: Iterable[str]) -> dict[str, str]:
         """The label of every scope: its own name, `all`, or `other` beyond the cap."""
         names = sorted({scope for scope in scopes if scope != ALL_SCOPE})
-        kept = self._programs or frozenset(names[: self._max_programs])
+        places = max(self._max_programs - len(self._programs), 0)
+        kept = self._programs | set([name for name in names if name not in self._programs][:places])
         labels = {name: (name if name in kept else OTHER) for name in names}
         labels[ALL_SCOPE] = ALL_SCOPE
         return labels

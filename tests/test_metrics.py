@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from stream_kpis.events import REASON_CODES
 from stream_kpis.kpis import KPIS
 from stream_kpis.metrics import WorkerMetrics
 
@@ -226,14 +227,23 @@ def test_configured_programmes_keep_their_label(registry: CollectorRegistry) -> 
         "beta": {"churned_customers": 2},
         "gamma": {"churned_customers": 3},
     }
-    make_metrics(registry, FakeEngine({0: {"1h": scopes}}), max_programs=1, programs=["gamma"])
+    engine = FakeEngine({0: {"1h": scopes}})
 
-    programs = {
-        labels["program"]: value(registry, "stream_kpis_kpi_numerator", **labels)
-        for labels in series(registry, "stream_kpis_kpi_numerator")
-        if labels["kpi"] == "churn_rate"
-    }
-    assert programs == {"all": 6, "gamma": 3, "other": 3}
+    def churn_numerators(reg: CollectorRegistry) -> dict[str, float | None]:
+        return {
+            labels["program"]: value(reg, "stream_kpis_kpi_numerator", **labels)
+            for labels in series(reg, "stream_kpis_kpi_numerator")
+            if labels["kpi"] == "churn_rate"
+        }
+
+    # gamma is configured: it keeps its label although alpha and beta sort first.
+    make_metrics(registry, engine, max_programs=1, programs=["gamma"])
+    assert churn_numerators(registry) == {"all": 6, "gamma": 3, "other": 3}
+
+    # One place left after gamma: alpha takes it, beta is folded.
+    wider = CollectorRegistry()
+    make_metrics(wider, engine, max_programs=2, programs=["gamma"])
+    assert churn_numerators(wider) == {"all": 6, "alpha": 1, "gamma": 3, "other": 2}
 
 
 def test_sum_over_workers_equals_one_worker() -> None:
@@ -335,20 +345,19 @@ def test_unknown_outcome_is_a_programming_error(registry: CollectorRegistry) -> 
         metrics.count_outcome("sessions", "session", "dropped")
 
 
-def test_open_reason_set_is_bounded(registry: CollectorRegistry) -> None:
+def test_reasons_default_to_the_decoders_codes(registry: CollectorRegistry) -> None:
     metrics = make_metrics(registry, FakeEngine())
 
-    for number in range(40):
-        metrics.count_invalid("sessions", f"reason_{number}")
-    metrics.count_invalid("sessions", "Not A Code")
+    metrics.count_invalid("sessions", "malformed_json")
+    metrics.count_invalid("sessions", "a reason nobody declared")
+    metrics.count_outcome("sessions", None, "invalid")  # no reason given
 
-    reasons = {
-        labels["reason"] for labels in series(registry, "stream_kpis_invalid_messages_total")
-    }
-    assert len(reasons) == 33  # the first 32 codes seen, plus "other"
-    assert (
-        value(registry, "stream_kpis_invalid_messages_total", topic="sessions", reason="other") == 9
-    )
+    invalid = "stream_kpis_invalid_messages_total"
+    reasons = {labels["reason"] for labels in series(registry, invalid)}
+    assert reasons == set(REASON_CODES) | {"other"}
+    assert value(registry, invalid, topic="sessions", reason="malformed_json") == 1
+    assert value(registry, invalid, topic="sessions", reason="other") == 2
+    assert value(registry, invalid, topic="surveys", reason="wrong_topic") == 0
 
 
 def test_counters_start_at_zero_for_every_topic_type_and_outcome(

@@ -15,6 +15,7 @@ import click
 from stream_kpis import __version__
 from stream_kpis.errors import StreamKpisError
 from stream_kpis.commands.compute import compute_command
+from stream_kpis.commands.generate import generate_command
 from stream_kpis.services.cli import services
 
 EXIT_ERROR = 2
@@ -55,3 +56,4 @@ def main(log_level: str) -> None:
 
 main.add_command(services)
 main.add_command(compute_command)
+main.add_command(generate_command)

@@ -87,6 +87,7 @@ class PartitionEngine:
         self.partition = partition
         self.records: MutableMapping[str, Any] = records if records is not None else {}
         self.clock = float("-inf")
+        self._decision_clock = float("-inf")
         self.watermark: float | None = None  # newest event time applied
         self._rules = config.session_rules
         self._fine = config.fine_bucket_seconds
@@ -111,10 +112,15 @@ class PartitionEngine:
     ) -> Applied:
         """Apply one valid event at the given clock.
 
+        The clock decides dedup expiry, session timeouts and lateness for this event. Reads may
+        have moved the engine's clock further (a worker replaying history on event time reads
+        at the newest time of all its partitions); the aggregates follow the later of the two.
+
         `source` and `offset` name the input message ("topic:partition", offset); a message at
         or below the last offset applied for the subject is a redelivery and is skipped.
         """
         self._move_clock(clock)
+        self._decision_clock = max(self._decision_clock, clock)
         key = event.subject
         record = self._dirty.get(key) or self.records.get(key)
         if record is None:
@@ -126,13 +132,13 @@ class PartitionEngine:
             record["off"][source] = offset
 
         seen_at = record["ids"].get(event.event_id)
-        if seen_at is not None and self.clock <= seen_at + self.config.dedup_horizon_seconds:
+        if seen_at is not None and clock <= seen_at + self.config.dedup_horizon_seconds:
             self._dirty[key] = record
             return Applied(Outcome.DUPLICATE)
 
-        late = event.time < self.clock - self._longest
-        finalize_timed_out_sessions(record, self.clock, self._rules)
-        effective = apply_event(record, event, clock=self.clock, rules=self._rules)
+        late = event.time < clock - self._longest
+        finalize_timed_out_sessions(record, clock, self._rules)
+        effective = apply_event(record, event, clock=clock, rules=self._rules)
         record["ids"][event.event_id] = event.time
         if self.watermark is None or event.time > self.watermark:
             self.watermark = event.time
@@ -146,7 +152,9 @@ class PartitionEngine:
         written = list(self._dirty)
         for key, record in self._dirty.items():
             forget_expired(
-                record, clock=self.clock, dedup_horizon_seconds=self.config.dedup_horizon_seconds
+                record,
+                clock=self._decision_clock,
+                dedup_horizon_seconds=self.config.dedup_horizon_seconds
             )
             fold_old_items(
                 record,

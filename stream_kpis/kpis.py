@@ -47,6 +47,11 @@ COMPONENTS: tuple[str, ...] = (
     "nps_5pt_detractors",
 )
 
+# Non-cumulative counts of sessions per duration bucket: index i counts sessions with
+# SESSION_DURATION_BUCKETS_SECONDS[i-1] < duration <= SESSION_DURATION_BUCKETS_SECONDS[i]; the last
+# index counts the ones above the largest bound (+Inf).
+HISTOGRAM_COMPONENTS: tuple[str, ...] = tuple(f"session_duration_bucket_{i}" for i in range(11))
+
 MONEY_COMPONENTS = frozenset({"mrr_at_start", "mrr_at_end_of_start_cohort", "mrr_retained"})
 
 # Upper bounds of the session-duration histogram, seconds (KPI-SPEC section 5).

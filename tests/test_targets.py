@@ -8,7 +8,9 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from stream_kpis.cli import main
 from stream_kpis.errors import ConfigError, TargetConfigError
 from stream_kpis.targets import (
     Target,
@@ -324,3 +326,25 @@ def test_shipped_target_rules_match_the_example_file() -> None:
         "deploy/prometheus/rules/targets.yml is stale: run "
         "`stream-kpis rules deploy/targets.example.toml -o deploy/prometheus/rules/targets.yml`"
     )
+
+
+def test_rules_command_writes_the_rules_file(tmp_path: Path) -> None:
+    output = tmp_path / "targets.yml"
+
+    result = CliRunner().invoke(main, ["rules", str(EXAMPLE), "-o", str(output)])
+
+    assert result.exit_code == 0, result.output
+    expected = render_rules_yaml(load_targets(EXAMPLE), source=str(EXAMPLE))
+    assert output.read_text(encoding="utf-8") == expected
+
+
+def test_rules_command_rejects_an_unconfigured_window(write_toml) -> None:
+    path = write_toml(one_target(**{**BASE, "window": '"90d"'}))
+
+    refused = CliRunner().invoke(main, ["rules", str(path)])
+    accepted = CliRunner().invoke(main, ["rules", str(path), "--window", "90d"])
+
+    assert refused.exit_code == 2
+    assert "field 'window' must be a configured window" in refused.output
+    assert accepted.exit_code == 0, accepted.output
+    assert 'stream_kpis:kpi_ratio:global{kpi="csat",window="90d",program="all"}' in accepted.output

@@ -50,7 +50,7 @@ _MAX_SHOWN_CHARS = 60
 
 _RFC3339 = re.compile(
     r"([0-9]{4})-[0-9]{2}-[0-9]{2}([Tt ])[0-9]{2}:[0-9]{2}:([0-9]{2})(?:\.[0-9]+)?"
-    r"(?:([Zz])|[+-][0-9]{2}:[0-9]{2})"
+    r"(?:([Zz])|[+-][0-9]{2}:([0-9]{2}))"
 )
 # Used only to explain a rejection: a date-time that lacks an offset.
 _NAIVE = re.compile(
@@ -77,7 +77,9 @@ def parse_rfc3339(text: str) -> float:
     match = _RFC3339.fullmatch(text)
     if match is None:
         raise TimestampError(_explain_unparseable(text))
-    year, separator, second, zulu = match.groups()
+    year, separator, second, zulu, offset_minutes = match.groups()
+    if offset_minutes is not None and offset_minutes > "59":  # fromisoformat would carry it
+        raise TimestampError(f"no such UTC offset in {_quote(text)}")
     if separator == "t" or zulu == "z":
         text = text.upper()  # fromisoformat wants upper case; nothing else here has a case
     if second == "60":

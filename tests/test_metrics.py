@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from stream_kpis.events import REASON_CODES
 from stream_kpis.kpis import KPIS
-from stream_kpis.metrics import WorkerMetrics
+from stream_kpis.metrics import WorkerMetrics, collected_now
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "metrics.md"
 
@@ -456,6 +456,22 @@ def test_revoked_partitions_lose_their_gauges(registry: CollectorRegistry) -> No
     ]
     assert value(registry, "stream_kpis_processing_lag_seconds") == 100.0  # 1000 - 900
     assert value(registry, "stream_kpis_assigned_partitions") == 1
+
+
+def test_collected_now_freezes_a_scrape(registry: CollectorRegistry) -> None:
+    engine = FakeEngine(dict(TWO_PARTITIONS))
+    metrics = make_metrics(registry, engine)
+    metrics.count_late("sessions", "session")
+    live_text = generate_latest(registry)
+
+    frozen = collected_now(registry)
+    metrics.count_late("sessions", "session")
+    del engine.components[1]
+
+    assert generate_latest(frozen) == live_text
+    assert engine.reads == 2  # the live scrape and the one collected_now made
+    assert value(frozen, "stream_kpis_late_events_total", topic="sessions", type="session") == 1
+    assert value(registry, "stream_kpis_late_events_total", topic="sessions", type="session") == 2
 
 
 def exposed_metric_names(registry: CollectorRegistry) -> set[str]:

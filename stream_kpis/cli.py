@@ -16,6 +16,7 @@ from stream_kpis import __version__
 from stream_kpis.errors import StreamKpisError
 from stream_kpis.commands.compute import compute_command
 from stream_kpis.commands.generate import generate_command
+from stream_kpis.commands.produce import produce_command, replay_command
 from stream_kpis.commands.rules import rules_command
 from stream_kpis.commands.worker import worker_command
 from stream_kpis.services.cli import services
@@ -59,5 +60,7 @@ def main(log_level: str) -> None:
 main.add_command(services)
 main.add_command(compute_command)
 main.add_command(generate_command)
+main.add_command(produce_command)
+main.add_command(replay_command)
 main.add_command(rules_command)
 main.add_command(worker_command)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -143,9 +142,11 @@ def test_replay_start_and_retime_exclude_each_other():
 # -- against the real broker ---------------------------------------------------------------------
 
 
-def _topics() -> dict[str, str]:
-    run = uuid.uuid4().hex[:8]
-    return {role: f"test-{role}-{run}" for role in ("sessions", "subscriptions", "surveys")}
+def _topics(unique, create_topics) -> dict[str, str]:
+    """Input topics private to one test, made with several partitions."""
+    topics = {role: unique(role) for role in ("sessions", "subscriptions", "surveys")}
+    asyncio.run(create_topics(list(topics.values()), partitions=4))
+    return topics
 
 
 async def _consume(bootstrap_servers: str, topics: list[str], count: int) -> list:
@@ -178,9 +179,9 @@ def _settings(kafka, topics: dict[str, str]) -> Settings:
 
 
 @pytest.mark.services
-def test_every_line_arrives_on_its_topic_keyed_by_subject(kafka):
-    topics = _topics()
-    unrouted = f"test-unrouted-{uuid.uuid4().hex[:8]}"
+def test_every_line_arrives_on_its_topic_keyed_by_subject(kafka, unique, create_topics):
+    topics = _topics(unique, create_topics)
+    unrouted = unique("unrouted")
     names = {"S": topics["sessions"], "B": topics["subscriptions"], "V": topics["surveys"]}
     names["U"] = unrouted
     settings = _settings(kafka, topics)
@@ -198,8 +199,8 @@ def test_every_line_arrives_on_its_topic_keyed_by_subject(kafka):
 
 
 @pytest.mark.services
-def test_one_subject_stays_in_one_partition_and_in_order(kafka):
-    topics = _topics()
+def test_one_subject_stays_in_one_partition_and_in_order(kafka, unique, create_topics):
+    topics = _topics(unique, create_topics)
     settings = _settings(kafka, topics)
     lines = [
         json.dumps({"type": "session", "visitor_id": f"v{n % 5}", "event_id": str(n)}).encode()
@@ -214,13 +215,14 @@ def test_one_subject_stays_in_one_partition_and_in_order(kafka):
         partitions.setdefault(record.key, set()).add(record.partition)
         order.setdefault(record.key, []).append(int(json.loads(record.value)["event_id"]))
     assert all(len(p) == 1 for p in partitions.values())
+    assert len(set().union(*partitions.values())) > 1  # the subjects do spread out
     assert all(ids == sorted(ids) for ids in order.values())
     assert sum(len(ids) for ids in order.values()) == 200
 
 
 @pytest.mark.services
-def test_cli_produce_with_a_fixed_key_and_a_rate(kafka, tmp_path: Path):
-    topics = _topics()
+def test_cli_produce_with_a_fixed_key_and_a_rate(kafka, unique, create_topics, tmp_path: Path):
+    topics = _topics(unique, create_topics)
     source = tmp_path / "events.jsonl"
     events = [
         {"type": "purchase", "customer_id": f"c{n}", "order_id": str(n), "event_id": str(n)}
@@ -246,8 +248,8 @@ def test_cli_produce_with_a_fixed_key_and_a_rate(kafka, tmp_path: Path):
 
 
 @pytest.mark.services
-def test_cli_replay_sends_a_dataset(kafka):
-    topics = _topics()
+def test_cli_replay_sends_a_dataset(kafka, unique, create_topics):
+    topics = _topics(unique, create_topics)
     env = {
         "STREAM_KPIS_SESSIONS_TOPIC": topics["sessions"],
         "STREAM_KPIS_SUBSCRIPTIONS_TOPIC": topics["subscriptions"],

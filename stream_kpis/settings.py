@@ -1,0 +1,319 @@
+"""The one settings object of stream-kpis, read from `STREAM_KPIS_*` environment variables.
+
+Every field has a documented default; `STREAM_KPIS_<FIELD>` overrides it (`STREAM_KPIS_WEB_PORT=
+8080`), and CLI flags override both by passing keyword arguments to `load_settings`. Lists and
+maps take either JSON or a comma-separated form: `STREAM_KPIS_WINDOWS=1h,30d/1h` and
+`STREAM_KPIS_EXCHANGE_RATES=EUR=1.08,GBP=1.27`.
+
+Secrets (`sasl_password`, `web_basic_auth_password`, a password inside `redis_url`) never show
+in `repr()` or logs. A password can also come from a file named by `STREAM_KPIS_SASL_PASSWORD_FILE`
+or `STREAM_KPIS_WEB_BASIC_AUTH_PASSWORD_FILE` (Docker and Kubernetes secrets).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import urllib.parse
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    SecretStr,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
+
+from stream_kpis.errors import ConfigError
+from stream_kpis.windows import DEFAULT_WINDOWS, WindowSpec, parse_windows
+
+logger = logging.getLogger(__name__)
+
+ENV_PREFIX = "STREAM_KPIS_"
+
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Settings(BaseSettings):
+    """Everything stream-kpis can be configured with. Defaults suit a local single worker."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        hide_input_in_errors=True,
+    )
+
+    # -- identity and Kafka --------------------------------------------------------------
+    app_id: str = Field("stream-kpis", description="Faust app id: consumer group, topic prefix")
+    bootstrap_servers: str = Field("localhost:9092", description="Kafka brokers, host:port,...")
+    sessions_topic: str = Field("sessions", description="input topic of session events")
+    subscriptions_topic: str = Field("subscriptions", description="input topic of revenue events")
+    surveys_topic: str = Field("surveys", description="input topic of survey events")
+    dead_letter_topic: str = Field("stream-kpis-dead-letter", description="invalid messages")
+    topic_partitions: int = Field(4, ge=1, description="partitions of the topics stream-kpis makes")
+
+    # -- Kafka security -------------------------------------------------------------------
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="how to reach the brokers"
+    )
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = Field(
+        "SCRAM-SHA-256", description="SASL mechanism, with a SASL_* protocol"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret)")
+    sasl_password_file: Path | None = Field(None, description="file holding sasl_password")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers")
+    ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
+    ssl_keyfile: Path | None = Field(None, description="client private key (mutual TLS)")
+
+    # -- Redis ------------------------------------------------------------------------------
+    redis_url: str = Field("redis://localhost:6379/0", description="where snapshots are published")
+    redis_key_prefix: str = Field("stream-kpis", min_length=1, description="prefix of Redis keys")
+
+    # -- KPIs and time ----------------------------------------------------------------------
+    windows: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_WINDOWS),
+        description="rolling windows, NAME=DURATION[/BUCKET] or DURATION[/BUCKET]",
+    )
+    grace_seconds: int = Field(300, ge=0, description="how long a session waits for late parts")
+    session_timeout_seconds: int = Field(1800, gt=0, description="inactivity that ends a session")
+    dedup_horizon_seconds: int = Field(604800, gt=0, description="how long event ids are kept")
+    max_skew_seconds: int = Field(86400, ge=0, description="how far ahead of the clock is valid")
+    reporting_currency: str = Field("USD", description="currency of all money KPIs (ISO 4217)")
+    exchange_rates: Annotated[dict[str, Decimal], NoDecode] = Field(
+        default_factory=dict, description="reporting-currency units per unit of CODE"
+    )
+    clock: Literal["wall", "event"] = Field("wall", description="wall clock, or newest event time")
+    max_programs: int = Field(20, ge=1, description="programmes with their own metric labels")
+    targets_file: Path | None = Field(None, description="YAML or JSON file of KPI targets")
+
+    # -- serving ----------------------------------------------------------------------------
+    web_host: str = Field("127.0.0.1", description="address the HTTP server listens on")
+    web_port: Port = Field(6066, description="port of /kpis, /metrics, /healthz, /readyz")
+    web_basic_auth_user: str | None = Field(None, description="HTTP basic auth user, if any")
+    web_basic_auth_password: SecretStr | None = Field(None, description="its password (secret)")
+    web_basic_auth_password_file: Path | None = Field(
+        None, description="file holding web_basic_auth_password"
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", description="log level of stream-kpis"
+    )
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
+    snapshot_interval_seconds: float = Field(2.0, gt=0, description="Redis publish period")
+
+    # -- field checks -----------------------------------------------------------------------
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap_servers(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",") if part.strip()]
+        if not servers:
+            raise ValueError("must name at least one broker as host:port")
+        for server in servers:
+            host, _, port = server.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"{server!r} is not host:port with a port in 1-65535")
+        return ",".join(servers)
+
+    @field_validator("sessions_topic", "subscriptions_topic", "surveys_topic", "dead_letter_topic")
+    @classmethod
+    def _check_topic(cls, value: str) -> str:
+        if not _TOPIC.match(value) or value in (".", ".."):
+            raise ValueError("a Kafka topic name is 1-249 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str) -> str:
+        if urllib.parse.urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return value
+
+    @field_validator("windows", mode="before")
+    @classmethod
+    def _split_windows(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _check_windows(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one window is needed, such as 30d")
+        try:
+            parse_windows(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        return value
+
+    @field_validator("reporting_currency")
+    @classmethod
+    def _check_currency(cls, value: str) -> str:
+        if not _CURRENCY.match(value):
+            raise ValueError("must be a three-letter ISO 4217 code in capitals, such as USD")
+        return value
+
+    @field_validator("exchange_rates", mode="before")
+    @classmethod
+    def _split_exchange_rates(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if text.startswith("{"):
+            return json.loads(text, parse_float=Decimal)
+        pairs = [part.partition("=") for part in text.split(",") if part.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError("write rates as CODE=RATE,CODE=RATE or as a JSON object")
+        return {code.strip(): rate.strip() for code, _, rate in pairs}
+
+    @field_validator("exchange_rates")
+    @classmethod
+    def _check_exchange_rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
+        for code, rate in value.items():
+            if not _CURRENCY.match(code):
+                raise ValueError(f"{code!r} is not a three-letter ISO 4217 code in capitals")
+            try:
+                usable = rate.is_finite() and rate > 0
+            except InvalidOperation:
+                usable = False
+            if not usable:
+                raise ValueError(f"the rate for {code} must be a positive number, not {rate}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("store")
+    @classmethod
+    def _check_store(cls, value: str) -> str:
+        if urllib.parse.urlsplit(value).scheme not in ("memory", "rocksdb"):
+            raise ValueError("must be memory:// or rocksdb://[PATH]")
+        return value
+
+    @field_validator("targets_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _check_file_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"file {value} does not exist")
+        return value
+
+    # -- checks across fields ---------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _read_password_files(self) -> Settings:
+        for field in ("sasl_password", "web_basic_auth_password"):
+            path: Path | None = getattr(self, f"{field}_file")
+            if path is None:
+                continue
+            if getattr(self, field) is not None:
+                raise ValueError(f"set {field} or {field}_file, not both")
+            try:
+                secret = path.read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{field}_file {path} cannot be read: {exc.strerror}") from None
+            setattr(self, field, SecretStr(secret))
+        return self
+
+    @model_validator(mode="after")
+    def _check_security(self) -> Settings:
+        if self.security_protocol.startswith("SASL_") and not (
+            self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and "
+                "sasl_password (or sasl_password_file)"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")
+        if (self.web_basic_auth_user is None) != (self.web_basic_auth_password is None):
+            raise ValueError(
+                "web_basic_auth_user and web_basic_auth_password go together: set both or neither"
+            )
+        return self
+
+    # -- derived values ---------------------------------------------------------------------
+
+    @property
+    def window_specs(self) -> tuple[WindowSpec, ...]:
+        """The parsed windows, with `all` last."""
+        return parse_windows(self.windows)
+
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """Topic role (sessions, subscriptions, surveys) to topic name."""
+        return {
+            "sessions": self.sessions_topic,
+            "subscriptions": self.subscriptions_topic,
+            "surveys": self.surveys_topic,
+        }
+
+    @field_serializer("redis_url", when_used="json")
+    def _redact_redis_url(self, value: str) -> str:
+        return redact_url(value)
+
+    def __repr_args__(self) -> Any:
+        for name, value in super().__repr_args__():
+            yield name, redact_url(value) if name == "redis_url" else value
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by `***`, fit for logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")[2]
+    user = parts.username or ""
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, with `overrides` (non-None CLI values) on top.
+
+    Invalid values raise `ConfigError` with one line per problem, naming the setting, its
+    environment variable and, unless it is a secret, the value.
+    """
+    given = {key: value for key, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, given)) from None
+    except (SettingsError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"invalid setting: {exc}") from None
+
+
+_SECRET_FIELDS = frozenset({"sasl_password", "web_basic_auth_password"})
+
+
+def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
+    problems = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        message = error["msg"].removeprefix("Value error, ")
+        if not field:
+            problems.append(f"invalid settings: {message}")
+            continue
+
+        env_name = ENV_PREFIX + field.upper()
+        raw = given.get(field, os.environ.get(env_name))
+        shown = "" if raw is None or field in _SECRET_FIELDS else f" = {raw!r}"
+        if field == "redis_url" and isinstance(raw, str):
+            shown = f" = {redact_url(raw)!r}"
+        problems.append(f"invalid setting {field} ({env_name}){shown}: {message}")
+    return "; ".join(problems)

@@ -20,6 +20,8 @@ from stream_kpis.timefmt import parse_timestamp
 from stream_kpis.windows import parse_windows
 from tests import expectations
 
+pytestmark = pytest.mark.slow
+
 
 def snapshot(events: Iterable[dict], windows: list[str], as_of: str | None = None) -> dict:
     lines = [json.dumps(event).encode() for event in events]
@@ -59,14 +61,20 @@ def test_shoppers_sessions_and_conversion():
     )
 
 
-@pytest.mark.parametrize("contract", [None, "Month-to-month", "One year", "Two year"])
-def test_telco_quarter(contract):
+@pytest.fixture(scope="module")
+def telco_quarter() -> dict:
     events = list(get("telco").events())
     snap = snapshot(events, ["quarter=90d/1h"], as_of="2018-04-01T00:00:00Z")
+    assert_all_accepted(snap, len(events))
+    return snap
+
+
+@pytest.mark.parametrize("contract", [None, "Month-to-month", "One year", "Two year"])
+def test_telco_quarter(telco_quarter, contract):
+    snap = telco_quarter
     figures = expectations.telco(contract=contract)
     scope = "all" if contract is None else "-".join(contract.lower().split())
 
-    assert_all_accepted(snap, len(events))
     for name in ("churn_rate", "customer_retention_rate", "net_dollar_retention"):
         assert_ratio(kpi(snap, name, window="quarter", scope=scope), getattr(figures, name))
     grr = kpi(snap, "gross_revenue_retention", window="quarter", scope=scope)

@@ -60,8 +60,9 @@ class Wire(msgspec.Struct, gc=False):
 _WIRE_DECODER = msgspec.json.Decoder(Wire, float_hook=Decimal)
 _VALUE_DECODER = msgspec.json.Decoder(float_hook=Decimal)
 _WIRE_FIELDS = frozenset(Wire.__struct_fields__)
-# msgspec names the place of a type error at the end of its message: "... - at `$.score`".
-_FIELD_PATH = re.compile(r" - at `\$\.[A-Za-z_]+`$")
+# msgspec names the place of a type error at the end of its message: "... - at `$.score`",
+# "... - at `$.score[0]`"; a message without a place is about the top level.
+_FIELD_PATH = re.compile(r" - at `\$\.")
 _TOP_LEVEL_KIND = re.compile(r"^Expected `object`, got `([a-z]+)`")
 _INTEGER = re.compile(rb"-?[0-9]+")
 _BRACKET_OUTSIDE_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|([\[{])|([\]}])', re.DOTALL)
@@ -146,10 +147,13 @@ def _recover(raw: bytes, message: str) -> Wire:
 
     # Read the fields one by one; a bare huge integer becomes a Decimal, which the field
     # checks then refuse with the field's own reason (out of range, too large, wrong type).
-    values: dict[str, Any] = {}
-    for name, value in msgspec.json.decode(raw, type=dict[str, msgspec.Raw]).items():
-        if name in _WIRE_FIELDS:
-            values[name] = _read_value(bytes(value))
+    try:
+        fields = msgspec.json.decode(raw, type=dict[str, msgspec.Raw])
+    except msgspec.DecodeError as exc:  # the syntax error comes after the huge integer
+        raise Invalid("malformed_json", None, f"invalid JSON: {exc}") from None
+    values = {
+        name: _read_value(bytes(value)) for name, value in fields.items() if name in _WIRE_FIELDS
+    }
     return Wire(**values)
 
 

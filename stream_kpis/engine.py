@@ -87,7 +87,10 @@ class PartitionEngine:
         self.partition = partition
         self.records: MutableMapping[str, Any] = records if records is not None else {}
         self.clock = float("-inf")
-        self._decision_clock = float("-inf")
+        # Newest apply clock per input stream: ids and finished sessions are forgotten only
+        # when every stream has moved past their horizon, so a stream replayed ahead of
+        # another cannot expire the other's dedup ids.
+        self._stream_clocks: dict[str, float] = {}
         self.watermark: float | None = None  # newest event time applied
         self._rules = config.session_rules
         self._fine = config.fine_bucket_seconds
@@ -109,6 +112,7 @@ class PartitionEngine:
         clock: float,
         source: str | None = None,
         offset: int | None = None,
+        stream: str | None = None,
     ) -> Applied:
         """Apply one valid event at the given clock.
 
@@ -118,9 +122,12 @@ class PartitionEngine:
 
         `source` and `offset` name the input message ("topic:partition", offset); a message at
         or below the last offset applied for the subject is a redelivery and is skipped.
+        `stream` names the ordered stream the event arrived in (default: `source`; for a
+        forwarded event, the topic partition it was first read from).
         """
         self._move_clock(clock)
-        self._decision_clock = max(self._decision_clock, clock)
+        stream = stream or source or ""
+        self._stream_clocks[stream] = max(self._stream_clocks.get(stream, clock), clock)
         key = event.subject
         record = self._dirty.get(key) or self.records.get(key)
         if record is None:
@@ -137,7 +144,10 @@ class PartitionEngine:
             return Applied(Outcome.DUPLICATE)
 
         late = event.time < clock - self._longest
-        finalize_timed_out_sessions(record, clock, self._rules)
+        if event.topic == "sessions":
+            # Only session events close timed-out sessions: another topic's clock may run
+            # ahead of the sessions topic in a replay, and must not cut sessions short.
+            finalize_timed_out_sessions(record, clock, self._rules)
         effective = apply_event(record, event, clock=clock, rules=self._rules)
         record["ids"][event.event_id] = event.time
         if self.watermark is None or event.time > self.watermark:
@@ -153,8 +163,8 @@ class PartitionEngine:
         for key, record in self._dirty.items():
             forget_expired(
                 record,
-                clock=self._decision_clock,
-                dedup_horizon_seconds=self.config.dedup_horizon_seconds
+                clock=min(self._stream_clocks.values(), default=self.clock),
+                dedup_horizon_seconds=self.config.dedup_horizon_seconds,
             )
             fold_old_items(
                 record,

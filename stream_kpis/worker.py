@@ -52,6 +52,10 @@ BATCH_MAX_EVENTS = 2000
 EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z, the contract's oldest valid time
 BATCH_WITHIN_SECONDS = 0.05
 ROLE_HEADER = "stream_kpis.role"
+# The apply clock of a forwarded event, fixed where it arrived: only there does arrival order
+# mean production order (see `_apply_clock`).
+CLOCK_HEADER = "stream_kpis.clock"
+STREAM_HEADER = "stream_kpis.stream"
 
 
 class WorkerError(StreamKpisError):
@@ -71,6 +75,7 @@ class KpiWorker:
         self.engines: dict[int, PartitionEngine] = {}
         self.outcomes: dict[int, OutcomeCounts] = {}
         self.event_clock = float("-inf")
+        self._source_clocks: dict[tuple[str, int], float] = {}
         self.recovered = False
         self.global_snapshot: dict[str, Any] | None = None
         self.global_partitions_seen = 0
@@ -226,10 +231,15 @@ class KpiWorker:
             if isinstance(result, Rejection):
                 self._dead_letter(message, role, result)
             elif forward and partition_for_subject(result.subject, self.partitions) != partition:
+                clock = self._apply_clock(message, result)
                 self.by_subject.send_soon(
                     key=result.subject.encode("utf-8"),
                     value=message.value,
-                    headers=[(ROLE_HEADER, role.encode())],
+                    headers=[
+                        (ROLE_HEADER, role.encode()),
+                        (CLOCK_HEADER, repr(clock).encode()),
+                        (STREAM_HEADER, f"{message.topic}:{partition}".encode()),
+                    ],
                 )
                 continue
             else:
@@ -241,9 +251,8 @@ class KpiWorker:
     def _role(self, message: Any, forward: bool) -> str:
         if forward:
             return self.role_of_topic[message.topic]
-        headers = dict(message.headers or ())
-        role = headers.get(ROLE_HEADER, b"sessions")
-        return role.decode() if isinstance(role, bytes) else str(role)
+        role = _header(message, ROLE_HEADER)
+        return role if role in TOPIC_ROLES else "sessions"
 
     def _dead_letter(self, message: Any, role: str, rejection: Rejection) -> None:
         headers = dead_letter_headers(
@@ -262,9 +271,10 @@ class KpiWorker:
         engine = self._engine(message.partition)
         applied = engine.apply(
             event,
-            clock=self._apply_clock(engine, event),
+            clock=self._apply_clock(message, event),
             source=f"{message.topic}:{message.partition}",
             offset=message.offset,
+            stream=_header(message, STREAM_HEADER),
         )
         if applied.outcome is Outcome.REDELIVERED:
             return
@@ -355,16 +365,22 @@ class KpiWorker:
             return max(self.event_clock, EARLIEST_EVENT_TIME)
         return time.time()
 
-    def _apply_clock(self, engine: PartitionEngine, event: Event) -> float:
+    def _apply_clock(self, message: Any, event: Event) -> float:
         """The clock an event is applied at (dedup expiry, session timeouts, lateness).
 
-        On event time it is the partition's own newest event time, so that a partition read
-        ahead of another does not time out the other's sessions: within a partition, events
-        arrive in the order they were produced, as in `compute`.
+        On event time it is the newest event time of the topic partition the message came
+        from: only within one topic partition do messages keep the order they were produced
+        in, so another topic read ahead must not time out this one's sessions.
         """
-        if self.settings.clock == "event":
-            return max(engine.watermark or EARLIEST_EVENT_TIME, event.time)
-        return time.time()
+        if self.settings.clock != "event":
+            return time.time()
+        forwarded_clock = _header(message, CLOCK_HEADER)
+        if forwarded_clock is not None:
+            return max(float(forwarded_clock), event.time)
+        source = (message.topic, message.partition)
+        clock = max(self._source_clocks.get(source, EARLIEST_EVENT_TIME), event.time)
+        self._source_clocks[source] = clock
+        return clock
 
     def read_partitions(self) -> dict[int, WindowCounts]:
         clock = self.clock()
@@ -428,3 +444,9 @@ def run_worker(settings: Settings) -> None:
     )
     faust_worker.execute_from_commandline()
 
+
+def _header(message: Any, name: str) -> str | None:
+    for key, value in message.headers or ():
+        if key == name:
+            return value.decode() if isinstance(value, bytes) else str(value)
+    return None

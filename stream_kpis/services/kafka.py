@@ -277,8 +277,8 @@ class KafkaBroker:
             f"{self._libs}/*",
             "kafka.tools.StorageTool",
             "format",
-            "-t",
-            _cluster_id(),
+            # One argument: a random id may start with '-', which the tool would read as a flag.
+            f"--cluster-id={_cluster_id()}",
             "-c",
             str(self.properties_path),
         ]

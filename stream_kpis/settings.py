@@ -96,7 +96,7 @@ class Settings(BaseSettings):
     )
     clock: Literal["wall", "event"] = Field("wall", description="wall clock, or newest event time")
     max_programs: int = Field(20, ge=1, description="programmes with their own metric labels")
-    targets_file: Path | None = Field(None, description="YAML or JSON file of KPI targets")
+    targets_file: Path | None = Field(None, description="TOML file of KPI targets")
 
     # -- serving ----------------------------------------------------------------------------
     web_host: str = Field("127.0.0.1", description="address the HTTP server listens on")

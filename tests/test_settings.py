@@ -198,3 +198,11 @@ def test_redact_url():
 def test_every_setting_is_documented():
     undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
     assert undocumented == []
+
+
+def test_readme_lists_every_setting():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [
+        name for name in Settings.model_fields if f"`STREAM_KPIS_{name.upper()}`" not in readme
+    ]
+    assert missing == []

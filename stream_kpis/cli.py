@@ -13,12 +13,12 @@ from typing import Any
 import click
 
 from stream_kpis import __version__
-from stream_kpis.errors import StreamKpisError
 from stream_kpis.commands.compute import compute_command
 from stream_kpis.commands.generate import generate_command
 from stream_kpis.commands.produce import produce_command, replay_command
 from stream_kpis.commands.rules import rules_command
 from stream_kpis.commands.worker import worker_command
+from stream_kpis.errors import StreamKpisError
 from stream_kpis.services.cli import services
 
 EXIT_ERROR = 2

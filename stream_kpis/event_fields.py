@@ -13,7 +13,7 @@ import math
 import re
 from collections.abc import Mapping
 from decimal import Context, Decimal, InvalidOperation
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgspec
 
@@ -61,6 +61,10 @@ def missing(field: str, context: str = "") -> Invalid:
     return Invalid("missing_field", field, f"expected {field}{suffix}, got none")
 
 
+@overload
+def text(value: Any, field: str, *, required: Literal[True]) -> str: ...
+@overload
+def text(value: Any, field: str, *, required: bool = False) -> str | None: ...
 def text(value: Any, field: str, *, required: bool = False) -> str | None:
     """A string of 1 to MAX_ID_CHARS characters (code points)."""
     if value is None:
@@ -85,17 +89,25 @@ def text(value: Any, field: str, *, required: bool = False) -> str | None:
 def free_text(value: Any, field: str) -> str | None:
     """An optional string of any length."""
     if value is None or type(value) is str:
-        return value  # type: ignore[no-any-return]
+        return value
     raise Invalid("wrong_type", field, f"expected a string, got {got(value)}")
 
 
 def flag(value: Any, field: str) -> bool | None:
     """An optional `true` or `false`."""
     if value is None or type(value) is bool:
-        return value  # type: ignore[no-any-return]
+        return value
     raise Invalid("wrong_type", field, f"expected true or false, got {got(value)}")
 
 
+@overload
+def choice(
+    value: Any, field: str, options: Mapping[str, object], *, required: Literal[True]
+) -> str: ...
+@overload
+def choice(
+    value: Any, field: str, options: Mapping[str, object], *, required: bool = False
+) -> str | None: ...
 def choice(
     value: Any, field: str, options: Mapping[str, object], *, required: bool = False
 ) -> str | None:
@@ -112,6 +124,14 @@ def choice(
     return value
 
 
+@overload
+def timestamp(
+    value: Any, field: str, *, now: float, max_skew_seconds: float, required: Literal[True]
+) -> float: ...
+@overload
+def timestamp(
+    value: Any, field: str, *, now: float, max_skew_seconds: float, required: bool = False
+) -> float | None: ...
 def timestamp(
     value: Any, field: str, *, now: float, max_skew_seconds: float, required: bool = False
 ) -> float | None:

@@ -163,7 +163,7 @@ class ContractConfig:
 def _exchange_rate(code: object, rate: object, reporting: str) -> Decimal:
     """A configured rate as a positive finite Decimal (floats through their shortest repr)."""
     try:
-        value = Decimal(repr(rate)) if isinstance(rate, float) else Decimal(rate)  # type: ignore[arg-type]
+        value = Decimal(repr(rate)) if isinstance(rate, float) else Decimal(str(rate))
     except (InvalidOperation, TypeError, ValueError):
         value = Decimal("NaN")
     if not value.is_finite() or value <= 0:
@@ -218,8 +218,14 @@ def _decode(raw: object, topic: str, now: float, config: ContractConfig) -> Even
     if kind not in allowed:
         raise _wrong_type_for_topic(kind, topic)
 
-    event_id: str = check.text(wire.event_id, "event_id", required=True)  # type: ignore[assignment]
-    occurred_at: float = _time(wire.occurred_at, "occurred_at", now, config, required=True)  # type: ignore[assignment]
+    event_id = check.text(wire.event_id, "event_id", required=True)
+    occurred_at = check.timestamp(
+        wire.occurred_at,
+        "occurred_at",
+        now=now,
+        max_skew_seconds=config.max_skew_seconds,
+        required=True,
+    )
     subject = _subject(wire)
     program = _program(wire.program)
     details = _CHECKS_BY_TYPE[kind](wire, now, config)
@@ -244,12 +250,8 @@ def _wrong_type_for_topic(kind: str, topic: str) -> Invalid:
     return Invalid("unknown_type", "type", f"expected one of {expected}, got {quote(kind)}")
 
 
-def _time(
-    value: Any, field: str, now: float, config: ContractConfig, *, required: bool = False
-) -> float | None:
-    return check.timestamp(
-        value, field, now=now, max_skew_seconds=config.max_skew_seconds, required=required
-    )
+def _time(value: Any, field: str, now: float, config: ContractConfig) -> float | None:
+    return check.timestamp(value, field, now=now, max_skew_seconds=config.max_skew_seconds)
 
 
 def _in_reporting_currency(
@@ -270,9 +272,9 @@ def _in_reporting_currency(
 def _subject(wire: Wire) -> str:
     """`customer_id` when present, else `visitor_id`; the other one is not looked at."""
     if wire.customer_id is not None:
-        return check.text(wire.customer_id, "customer_id")  # type: ignore[return-value]
+        return check.text(wire.customer_id, "customer_id", required=True)
     if wire.visitor_id is not None:
-        return check.text(wire.visitor_id, "visitor_id")  # type: ignore[return-value]
+        return check.text(wire.visitor_id, "visitor_id", required=True)
     raise Invalid("missing_field", "customer_id", "expected customer_id or visitor_id, got neither")
 
 
@@ -387,7 +389,7 @@ def _purchase(wire: Wire, now: float, config: ContractConfig) -> dict[str, Any]:
 
 
 def _survey_response(wire: Wire, now: float, config: ContractConfig) -> dict[str, Any]:
-    survey: str = check.choice(wire.survey, "survey", DEFAULT_SCALE_BY_SURVEY, required=True)  # type: ignore[assignment]
+    survey = check.choice(wire.survey, "survey", DEFAULT_SCALE_BY_SURVEY, required=True)
     scale = check.choice(wire.scale, "scale", SCALES) or DEFAULT_SCALE_BY_SURVEY[survey]
     if survey == "csat" and scale != "1-5":
         raise Invalid("invalid_value", "scale", f'expected "1-5" for csat, got {quote(scale)}')

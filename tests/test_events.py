@@ -27,6 +27,7 @@ from tests.event_payloads import (
     encode,
     payload,
     rejected,
+    run,
     without,
 )
 
@@ -368,6 +369,14 @@ def test_the_first_failing_rule_is_reported() -> None:
     message = without("purchase", "event_id", type="purchase", order_id=5, amount=-1)
     assert rejected(message).field == "event_id"
     assert rejected(payload("purchase", order_id=5, amount=-1)).field == "order_id"
+
+
+def test_the_documented_examples_are_valid() -> None:
+    blocks = re.findall(r"```json\n(.*?)```", DOCS.read_text(), flags=re.DOTALL)
+    examples = [example for block in blocks for example in block.strip().split("\n\n")]
+    assert len(examples) >= 4
+    for example in examples:
+        assert isinstance(run(example.encode()), Event), example
 
 
 def test_every_reason_code_is_documented() -> None:

@@ -234,6 +234,11 @@ def test_reserved_program() -> None:
     check(payload("session", program="all"), "reserved_program", "program")
 
 
+def test_an_empty_object() -> None:
+    for topic in ("sessions", "subscriptions", "surveys"):
+        check(b"{}", "missing_field", "type", topic=topic)
+
+
 def test_missing_event_id() -> None:
     check(without("session", "event_id"), "missing_field", "event_id")
     check(payload("session", event_id=None), "missing_field", "event_id")

@@ -71,8 +71,9 @@ def compute(
 
     if as_of is None:
         if not valid:
-            raise ComputeError("the events file holds no valid event; pass --as-of for an "
-                               "empty snapshot")
+            raise ComputeError(
+                "the events file holds no valid event; pass --as-of for an empty snapshot"
+            )
         as_of = max(time for time, _, _ in valid)
 
     valid.sort(key=lambda item: (item[0], item[1]))

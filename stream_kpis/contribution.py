@@ -266,12 +266,12 @@ def _cohort(transitions: list[tuple[float, int, str, bool, Decimal]], fine: int,
         add(name, None, value)
     activation_later = deactivation_later = False
     for index in range(len(groups) - 1, -1, -1):
-        key, _, _, activated, deactivated = groups[index]
+        bucket, _, _, activated, deactivated = groups[index]
         activation_later = activation_later or activated
         deactivation_later = deactivation_later or deactivated
         here = value_at(index, activation_later, deactivation_later)
         for name, value, after in zip(names, here, later, strict=True):
-            add(name, key, value - after)
+            add(name, bucket, value - after)
         later = here
 
 
@@ -287,9 +287,7 @@ def _revenue(facts: _Facts, add: Any) -> None:
     if second is not None:
         add("repeat_buyers", revenue[-2], 1)
         add("repeat_converted", second, 1)
-        advocate = (
-            max(second, facts.advocacy_time) if facts.advocacy_time is not None else None
-        )
+        advocate = max(second, facts.advocacy_time) if facts.advocacy_time is not None else None
         add("advocate_candidates", advocate, 1)
         if advocate is not None:
             add("advocates_converted", advocate, 1)

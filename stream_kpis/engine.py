@@ -215,7 +215,9 @@ class PartitionEngine:
             if record is not None:
                 self._refresh(key, record)
                 count += 1
-        logger.info("partition %d: aggregates rebuilt from %d subject records", self.partition, count)
+        logger.info(
+            "partition %d: aggregates rebuilt from %d subject records", self.partition, count
+        )
         return count
 
     @property

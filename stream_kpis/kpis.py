@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Any
 
 Number = int | float | Decimal
 
@@ -56,7 +57,16 @@ MONEY_COMPONENTS = frozenset({"mrr_at_start", "mrr_at_end_of_start_cohort", "mrr
 
 # Upper bounds of the session-duration histogram, seconds (KPI-SPEC section 5).
 SESSION_DURATION_BUCKETS_SECONDS: tuple[float, ...] = (
-    10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    900,
+    1800,
+    3600,
+    7200,
 )
 
 
@@ -74,7 +84,8 @@ class KpiDefinition:
         den = components.get(self.denominator, 0)
         if self.numerator.endswith("promoters-detractors"):
             prefix = self.numerator.removesuffix("promoters-detractors")
-            num = components.get(prefix + "promoters", 0) - components.get(prefix + "detractors", 0)
+            promoters: Any = components.get(prefix + "promoters", 0)
+            num = promoters - components.get(prefix + "detractors", 0)
         else:
             num = components.get(self.numerator, 0)
         return num, den

@@ -1,8 +1,8 @@
 """The KPI snapshot: merged components turned into the JSON shape of KPI-SPEC section 5.
 
-    {"as_of": ..., "schema_version": 1,
-     "windows": {window: {scope: {kpi: {"value", "numerator", "denominator", ...}}}},
-     "targets": [...], "success_rate": {...}, "events": {...}}
+{"as_of": ..., "schema_version": 1,
+ "windows": {window: {scope: {kpi: {"value", "numerator", "denominator", ...}}}},
+ "targets": [...], "success_rate": {...}, "events": {...}}
 """
 
 from __future__ import annotations

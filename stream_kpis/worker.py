@@ -40,8 +40,8 @@ from stream_kpis.errors import StreamKpisError
 from stream_kpis.events import TOPIC_ROLES, Event, Rejection, decode
 from stream_kpis.feed import RedisFeed, encode_partition
 from stream_kpis.metrics import WorkerMetrics
-from stream_kpis.outcomes import OutcomeCounts, count_invalid, merge_counts as merge_outcomes
-from stream_kpis.outcomes import new_counts
+from stream_kpis.outcomes import OutcomeCounts, count_invalid, new_counts
+from stream_kpis.outcomes import merge_counts as merge_outcomes
 from stream_kpis.partitions import PartitionTable, partition_for_subject
 from stream_kpis.settings import Settings
 from stream_kpis.snapshot import build_snapshot
@@ -138,10 +138,18 @@ class KpiWorker:
 
     def _declare_streams(self) -> None:
         app, s = self.app, self.settings
-        raw = {"key_serializer": "raw", "value_serializer": "raw", "partitions": self.partitions}
-        self.input_topics = {role: app.topic(name, **raw) for role, name in s.input_topics.items()}
+        def raw_topic(name: str, *, internal: bool = False) -> Any:
+            return app.topic(
+                name,
+                key_serializer="raw",
+                value_serializer="raw",
+                partitions=self.partitions,
+                internal=internal,
+            )
+
+        self.input_topics = {role: raw_topic(name) for role, name in s.input_topics.items()}
         self.role_of_topic = {name: role for role, name in s.input_topics.items()}
-        self.by_subject = app.topic(f"{s.app_id}-by-subject", internal=True, **raw)
+        self.by_subject = raw_topic(f"{s.app_id}-by-subject", internal=True)
         self.dead_letter = app.topic(
             s.dead_letter_topic, key_serializer="raw", value_serializer="raw"
         )
@@ -155,7 +163,7 @@ class KpiWorker:
         app.agent(self.by_subject, name="stream_kpis.consume_by_subject", concurrency=1)(
             self._consumer(forward=False)
         )
-        app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         app.timer(self.settings.snapshot_interval_seconds)(self._publish)
 
         from stream_kpis.web import register_views

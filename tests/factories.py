@@ -39,8 +39,13 @@ def engine(*windows: str, **config: Any) -> PartitionEngine:
     return PartitionEngine(EngineConfig(windows=specs, **config))
 
 
-def run(events: list[Event], *, windows: tuple[str, ...] = (), as_of: str | float | None = None,
-        **config: Any) -> dict[str, Any]:
+def run(
+    events: list[Event],
+    *,
+    windows: tuple[str, ...] = (),
+    as_of: str | float | None = None,
+    **config: Any,
+) -> dict[str, Any]:
     """Apply events in the given order with the clock at the newest time so far; read at as_of."""
     eng = engine(*windows, **config)
     clock = float("-inf")

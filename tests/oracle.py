@@ -48,8 +48,13 @@ def _customer_timeline(events: list[Event]):
         now_active = any(a for a, _ in state.values())
         total = sum((m for a, m in state.values() if a), Decimal(0))
         out[e.subject].append(
-            (e.time, now_active, total, not was_customer_active and now_active,
-             was_customer_active and not now_active)
+            (
+                e.time,
+                now_active,
+                total,
+                not was_customer_active and now_active,
+                was_customer_active and not now_active,
+            )
         )
         if revenue:
             revenue_times[e.subject].append(e.time)
@@ -77,7 +82,7 @@ def oracle_components(events: list[Event], *, w0: float | None, clock: float, sc
     timelines, revenue = _customer_timeline(ordered)
     c: dict[str, object] = defaultdict(int)
 
-    for subject, timeline in timelines.items():
+    for timeline in timelines.values():
         a0, m0 = _state_before(timeline, start)
         a1, m1 = timeline[-1][1], timeline[-1][2]
         activated_in_w = any(in_w(t) and act for t, _, _, act, _ in timeline)
@@ -94,7 +99,8 @@ def oracle_components(events: list[Event], *, w0: float | None, clock: float, sc
     promoter_time: dict[str, float] = {}
     for e in ordered:
         if e.type == "referral" or (
-            e.type == "survey_response" and e.survey == "nps"
+            e.type == "survey_response"
+            and e.survey == "nps"
             and e.score >= (9 if e.scale == "0-10" else 4)
         ):
             promoter_time.setdefault(e.subject, e.time)

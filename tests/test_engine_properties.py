@@ -25,17 +25,28 @@ money = st.integers(0, 300)
 def kpi_events(draw):
     count = draw(st.integers(1, 40))
     # Distinct times, some in the same minute or hour, over the 40 days before the clock.
-    offsets = draw(st.lists(st.integers(0, 40 * 86400 // 7), min_size=count, max_size=count,
-                            unique=True))
+    offsets = draw(
+        st.lists(st.integers(0, 40 * 86400 // 7), min_size=count, max_size=count, unique=True)
+    )
     items = []
     for offset in offsets:
         time = CLOCK - offset * 7
         subject, program = draw(subjects), draw(programs)
-        kind = draw(st.sampled_from([
-            "subscription_started", "subscription_started", "subscription_changed",
-            "subscription_renewed", "subscription_cancelled", "purchase", "session",
-            "survey_response", "referral",
-        ]))
+        kind = draw(
+            st.sampled_from(
+                [
+                    "subscription_started",
+                    "subscription_started",
+                    "subscription_changed",
+                    "subscription_renewed",
+                    "subscription_cancelled",
+                    "purchase",
+                    "session",
+                    "survey_response",
+                    "referral",
+                ]
+            )
+        )
         fields = {"program": program}
         if kind.startswith("subscription_"):
             fields["subscription_id"] = draw(st.sampled_from([None, "second"]))
@@ -52,10 +63,12 @@ def kpi_events(draw):
             fields["converted"] = draw(st.none() | st.booleans())
             fields["goal_reached"] = draw(st.none() | st.booleans())
         if kind == "survey_response":
-            survey, scale, top = draw(st.sampled_from([
-                ("csat", "1-5", 5), ("nps", "0-10", 10), ("nps", "1-5", 5)]))
-            fields.update(survey=survey, scale=scale,
-                          score=draw(st.integers(0 if top == 10 else 1, top)))
+            survey, scale, top = draw(
+                st.sampled_from([("csat", "1-5", 5), ("nps", "0-10", 10), ("nps", "1-5", 5)])
+            )
+            fields.update(
+                survey=survey, scale=scale, score=draw(st.integers(0 if top == 10 else 1, top))
+            )
         items.append(event(kind, subject, time, **fields))
     return items
 
@@ -74,8 +87,13 @@ def assert_matches_oracle(events, counts):
             got = {k: v for k, v in counts[spec.name].get(scope, {}).items() if v}
             got = {k: v for k, v in got.items() if not k.startswith("session_duration_bucket")}
             if spec.length_seconds is None:
-                for cohort in ("customers_active_at_start", "customers_retained", "mrr_at_start",
-                               "mrr_at_end_of_start_cohort", "mrr_retained"):
+                for cohort in (
+                    "customers_active_at_start",
+                    "customers_retained",
+                    "mrr_at_start",
+                    "mrr_at_end_of_start_cohort",
+                    "mrr_retained",
+                ):
                     got.pop(cohort, None)
             assert set(got) == set(expected), (spec.name, scope, got, expected)
             for key in expected:
@@ -96,12 +114,15 @@ def test_any_arrival_order_gives_the_same_counts(events, rnd: random.Random):
     in_order = sorted(events, key=lambda e: e.time)
     shuffled = list(events)
     rnd.shuffle(shuffled)
-    assert run(shuffled, windows=WINDOWS, as_of=CLOCK) == run(in_order, windows=WINDOWS,
-                                                              as_of=CLOCK)
+    assert run(shuffled, windows=WINDOWS, as_of=CLOCK) == run(
+        in_order, windows=WINDOWS, as_of=CLOCK
+    )
 
 
-@given(st.floats(min_value=946_684_800, max_value=4_102_444_800, allow_nan=False),
-       st.sampled_from(SPECS))
+@given(
+    st.floats(min_value=946_684_800, max_value=4_102_444_800, allow_nan=False),
+    st.sampled_from(SPECS),
+)
 def test_each_time_lands_in_exactly_one_bucket(time, spec):
     size = spec.bucket_seconds
     bucket = math.floor(time / size) * size

@@ -57,7 +57,10 @@ class WorkerProcess:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "stream_kpis", "worker"],
-            env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         return self
 
@@ -123,8 +126,13 @@ def topic_for(line: str, prefix: str) -> str:
     return f"{prefix}-{role}"
 
 
-def produce(bootstrap: str, prefix: str, lines: Iterable[str], *, key_mode: str = "subject",
-            ) -> int:
+def produce(
+    bootstrap: str,
+    prefix: str,
+    lines: Iterable[str],
+    *,
+    key_mode: str = "subject",
+) -> int:
     """Send each line to its topic; keyed by subject, or by a fixed key ("fixed")."""
 
     async def send_all() -> int:
@@ -145,22 +153,28 @@ def produce(bootstrap: str, prefix: str, lines: Iterable[str], *, key_mode: str 
     return asyncio.run(send_all())
 
 
-def wait_for_counts(worker: WorkerProcess, expected_messages: int,
-                    timeout_seconds: float = 120) -> dict[str, Any]:
+def wait_for_counts(
+    worker: WorkerProcess, expected_messages: int, timeout_seconds: float = 120
+) -> dict[str, Any]:
     """Wait until the global snapshot accounts for every message produced."""
     deadline = time.monotonic() + timeout_seconds
     snapshot: dict[str, Any] = {}
     while time.monotonic() < deadline:
         snapshot = worker.kpis()
         events = snapshot.get("events", {})
-        seen = (events.get("accepted", 0) + events.get("duplicate", 0)
-                + sum(events.get("invalid", {}).values()))
+        seen = (
+            events.get("accepted", 0)
+            + events.get("duplicate", 0)
+            + sum(events.get("invalid", {}).values())
+        )
         if seen >= expected_messages and "degraded" not in snapshot:
             time.sleep(1.5)  # one more publish round, so every partition is in the merge
             return worker.kpis()
         time.sleep(0.5)
-    raise AssertionError(f"only {snapshot.get('events')} of {expected_messages} messages "
-                         f"after {timeout_seconds} s:\n{worker.log_tail()}")
+    raise AssertionError(
+        f"only {snapshot.get('events')} of {expected_messages} messages "
+        f"after {timeout_seconds} s:\n{worker.log_tail()}"
+    )
 
 
 def assert_same_kpis(got: dict[str, Any], expected: dict[str, Any]) -> None:

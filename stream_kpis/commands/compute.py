@@ -27,16 +27,30 @@ def _parse_as_of(value: str | None) -> float | None:
 
 @click.command("compute")
 @click.argument("events", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
-@click.option("--as-of", "as_of", metavar="T",
-              help="Clock for the snapshot: RFC 3339 or epoch seconds/ms. "
-                   "Default: the newest event time in the file.")
-@click.option("--window", "windows", multiple=True, metavar="NAME=DURATION[/BUCKET]",
-              help="Add a window (repeatable), e.g. --window 90d=90d/1d or --window 2h.")
-@click.option("--targets", "targets_file", type=click.Path(dir_okay=False, exists=True,
-              path_type=Path), help="TOML file of KPI targets (default: STREAM_KPIS_TARGETS_FILE).")
+@click.option(
+    "--as-of",
+    "as_of",
+    metavar="T",
+    help="Clock for the snapshot: RFC 3339 or epoch seconds/ms. "
+    "Default: the newest event time in the file.",
+)
+@click.option(
+    "--window",
+    "windows",
+    multiple=True,
+    metavar="NAME=DURATION[/BUCKET]",
+    help="Add a window (repeatable), e.g. --window 90d=90d/1d or --window 2h.",
+)
+@click.option(
+    "--targets",
+    "targets_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="TOML file of KPI targets (default: STREAM_KPIS_TARGETS_FILE).",
+)
 @click.option("--program", help="Print only this programme's KPIs.")
-@click.option("--indent", type=int, default=2, show_default=True,
-              help="JSON indentation; 0 prints one line.")
+@click.option(
+    "--indent", type=int, default=2, show_default=True, help="JSON indentation; 0 prints one line."
+)
 def compute_command(
     events: Path,
     as_of: str | None,

@@ -12,8 +12,11 @@ from stream_kpis.settings import load_settings
 @click.option("--redis-url", help="Redis for the dashboard feed (STREAM_KPIS_REDIS_URL).")
 @click.option("--web-host", help="Address of /kpis and /metrics (STREAM_KPIS_WEB_HOST).")
 @click.option("--web-port", type=int, help="Port of /kpis and /metrics (STREAM_KPIS_WEB_PORT).")
-@click.option("--clock", type=click.Choice(["wall", "event"]),
-              help="'wall' for live data; 'event' to replay history (STREAM_KPIS_CLOCK).")
+@click.option(
+    "--clock",
+    type=click.Choice(["wall", "event"]),
+    help="'wall' for live data; 'event' to replay history (STREAM_KPIS_CLOCK).",
+)
 @click.option("--app-id", help="Consumer group and internal topic prefix (STREAM_KPIS_APP_ID).")
 @click.option("--targets", "targets_file", help="TOML file of KPI targets.")
 def worker_command(**options: object) -> None:

@@ -28,10 +28,17 @@ def offline_snapshot(lines: list[str]) -> dict:
 
 @pytest.mark.parametrize("key_mode", ["subject", "fixed"])
 def test_worker_equals_compute(kafka, redis_server, unique, tmp_path, key_mode):
-    lines = generate(GeneratorConfig(
-        seed=7, events=4000, start=datetime(2026, 1, 1, tzinfo=UTC), days=40,
-        duplicate_fraction=0.02, invalid_fraction=0.02, out_of_order_fraction=0.0,
-    ))
+    lines = generate(
+        GeneratorConfig(
+            seed=7,
+            events=4000,
+            start=datetime(2026, 1, 1, tzinfo=UTC),
+            days=40,
+            duplicate_fraction=0.02,
+            invalid_fraction=0.02,
+            out_of_order_fraction=0.0,
+        )
+    )
     expected = offline_snapshot(lines)
 
     env = worker_env(unique, kafka.bootstrap_servers, redis_server.url)

@@ -14,6 +14,7 @@ import click
 
 from stream_kpis import __version__
 from stream_kpis.commands.compute import compute_command
+from stream_kpis.commands.demo import demo_command
 from stream_kpis.commands.generate import generate_command
 from stream_kpis.commands.produce import produce_command, replay_command
 from stream_kpis.commands.rules import rules_command
@@ -59,6 +60,7 @@ def main(log_level: str) -> None:
 
 main.add_command(services)
 main.add_command(compute_command)
+main.add_command(demo_command)
 main.add_command(generate_command)
 main.add_command(produce_command)
 main.add_command(replay_command)

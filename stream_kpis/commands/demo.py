@@ -189,15 +189,17 @@ def _show_live(
     url: str, worker: subprocess.Popen[bytes], *, total: int, duration: float | None
 ) -> None:
     stop_at = None if duration is None else time.monotonic() + duration
-    with Live(console=_console, refresh_per_second=2) as live:
-        with contextlib.suppress(KeyboardInterrupt):
-            while stop_at is None or time.monotonic() < stop_at:
-                if worker.poll() is not None:
-                    raise DemoError("the worker stopped; see its log")
-                snapshot = _fetch(url)
-                if snapshot is not None:
-                    live.update(_render(snapshot, total))
-                time.sleep(1)
+    with (
+        Live(console=_console, refresh_per_second=2) as live,
+        contextlib.suppress(KeyboardInterrupt),
+    ):
+        while stop_at is None or time.monotonic() < stop_at:
+            if worker.poll() is not None:
+                raise DemoError("the worker stopped; see its log")
+            snapshot = _fetch(url)
+            if snapshot is not None:
+                live.update(_render(snapshot, total))
+            time.sleep(1)
 
 
 def _render(snapshot: dict[str, Any], total: int) -> Group:

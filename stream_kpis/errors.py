@@ -1,12 +1,12 @@
 """The exceptions of stream-kpis: one root, narrow subclasses that carry what went wrong.
 
-    StreamKpisError
-     +-- ConfigError        a setting, window, target or CLI value is not usable
-     |    +-- TargetConfigError   a targets file entry is not usable (file, entry, field, value)
-     +-- ServiceError       a local service (Kafka, Redis, Prometheus) is missing or won't start
-     +-- DatasetError       a dataset file cannot be read or does not have the expected shape
-     +-- ProduceError       events could not be delivered to Kafka
-     +-- TimestampError     a value is not a timestamp stream-kpis accepts (RFC 3339 or epoch)
+StreamKpisError
+ +-- ConfigError        a setting, window, target or CLI value is not usable
+ |    +-- TargetConfigError   a targets file entry is not usable (file, entry, field, value)
+ +-- ServiceError       a local service (Kafka, Redis, Prometheus) is missing or won't start
+ +-- DatasetError       a dataset file cannot be read or does not have the expected shape
+ +-- ProduceError       events could not be delivered to Kafka
+ +-- TimestampError     a value is not a timestamp stream-kpis accepts (RFC 3339 or epoch)
 """
 
 from __future__ import annotations

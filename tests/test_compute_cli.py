@@ -1,0 +1,95 @@
+"""`stream-kpis compute` end to end on a small file whose KPIs are computed by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from stream_kpis.cli import main
+
+WORKED_EXAMPLE = Path(__file__).parent / "data" / "worked_example.jsonl"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    result = CliRunner().invoke(main, ["compute", *args], env=env)
+    return result.exit_code, result.output
+
+
+def snapshot(*args: str) -> dict:
+    code, output = run(str(WORKED_EXAMPLE), *args)
+    assert code == 0, output
+    return json.loads(output)
+
+
+def test_worked_example_from_the_spec():
+    s = snapshot("--as-of", "2026-01-31T00:00:00Z")
+    assert s["as_of"] == "2026-01-31T00:00:00Z"
+    w = s["windows"]["30d"]["all"]
+    assert w["churn_rate"] == {"value": 0.4, "numerator": 2, "denominator": 5}
+    assert w["customer_retention_rate"] == {"value": 0.75, "numerator": 3, "denominator": 4}
+    assert w["net_dollar_retention"] == {"value": 0.88, "numerator": 220, "denominator": 250}
+    assert w["gross_revenue_retention"] == {"value": 0.68, "numerator": 170, "denominator": 250}
+    # NPS on 0-10: 10 promotes, 3 detracts, 7 is passive; the score 11 is invalid
+    nps = w["nps"]
+    assert (nps["numerator"], nps["denominator"]) == (1 - 1, 3)
+    assert nps["value"] == 0.0
+    # P = D = 1/3: 100 * 1.96 * sqrt((2/3 - 0) / 3)
+    assert abs(nps["margin_of_error"] - 100 * 1.96 * (2 / 9) ** 0.5) < 1e-9
+
+
+def test_no_data_is_null_never_zero():
+    w = snapshot("--as-of", "2026-01-31T00:00:00Z")["windows"]
+    assert w["30d"]["all"]["csat"]["value"] is None
+    assert w["30d"]["all"]["csat"]["denominator"] == 0
+    # retention needs a starting cohort: none in `all`
+    assert w["all"]["all"]["customer_retention_rate"]["value"] is None
+
+
+def test_outcomes_are_counted():
+    events = snapshot()["events"]
+    # 17 non-blank lines: 14 valid (one of them a duplicate); score 11, amount -5 and the
+    # line that is not JSON are invalid
+    assert events["accepted"] == 13
+    assert events["duplicate"] == 1
+    assert events["invalid"] == {
+        "invalid_amount": 1,
+        "malformed_json": 1,
+        "score_out_of_range": 1,
+    }
+
+
+def test_default_as_of_is_the_newest_event():
+    assert snapshot()["as_of"] == "2026-01-21T00:00:00Z"
+
+
+def test_window_option_adds_a_window_and_program_filters():
+    s = snapshot("--as-of", "2026-01-31T00:00:00Z", "--window", "q=90d/1d", "--program", "default")
+    assert list(s["windows"]) == ["1h", "24h", "7d", "30d", "q", "all"]
+    assert list(s["windows"]["q"]) == ["default"]
+    # over 90 days every start is in the window: 6 activations (D twice), 2 churned
+    assert s["windows"]["q"]["default"]["churn_rate"]["numerator"] == 2
+
+
+def test_targets_are_judged(tmp_path):
+    targets = tmp_path / "targets.toml"
+    targets.write_text(
+        '[[target]]\nkpi = "churn_rate"\nwindow = "30d"\nop = "<="\nthreshold = 0.5\n'
+        '[[target]]\nkpi = "net_dollar_retention"\nwindow = "30d"\nop = ">="\nthreshold = 1\n'
+        '[[target]]\nkpi = "csat"\nwindow = "30d"\nop = ">="\nthreshold = 0.8\n'
+    )
+    s = snapshot("--as-of", "2026-01-31T00:00:00Z", "--targets", str(targets))
+    assert [t["status"] for t in s["targets"]] == ["met", "missed", "no_data"]
+    assert s["success_rate"]["all"] == {"value": 0.5, "numerator": 1, "denominator": 2}
+
+
+def test_bad_input_is_one_line_not_a_traceback(tmp_path):
+    code, output = run(str(WORKED_EXAMPLE), "--as-of", "yesterday")
+    assert code == 2 and "--as-of" in output and "Traceback" not in output
+    code, output = run(str(WORKED_EXAMPLE), "--window", "5x")
+    assert code == 2 and "5x" in output
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    code, output = run(str(empty))
+    assert code == 2 and "no valid event" in output

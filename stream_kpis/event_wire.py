@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import logging
 import re
+from array import array
 from decimal import Decimal
+from itertools import accumulate
 from typing import Any
 
 import msgspec
@@ -65,7 +67,8 @@ _WIRE_FIELDS = frozenset(Wire.__struct_fields__)
 _FIELD_PATH = re.compile(r" - at `\$\.")
 _TOP_LEVEL_KIND = re.compile(r"^Expected `object`, got `([a-z]+)`")
 _INTEGER = re.compile(rb"-?[0-9]+")
-_BRACKET_OUTSIDE_STRINGS = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"|([\[{])|([\]}])', re.DOTALL)
+_ALL_BUT_QUOTES_AND_BRACKETS = bytes(sorted(set(range(256)) - set(b'"[]{}')))
+_BRACKET_STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 _JSON_KIND_NAMES = {
     "array": "an array",
     "str": "a string",
@@ -111,26 +114,36 @@ def parse(raw: bytes, *, max_message_bytes: int) -> Wire:
         )
 
     try:
+        return _decode(raw)
+    except RecursionError:
+        # Only malformed nesting gets here (`[[[...` never closed, `[}`): the parser recurses
+        # before it finds the error. Still malformed_json, however deep the caller's stack.
+        raise Invalid("malformed_json", None, "JSON nested too deeply") from None
+
+
+def _decode(raw: bytes) -> Wire:
+    try:
         return _WIRE_DECODER.decode(raw)
     except msgspec.ValidationError as exc:
         return _recover(raw, str(exc))
     except msgspec.DecodeError as exc:
         raise Invalid("malformed_json", None, f"invalid JSON: {exc}") from None
-    except RecursionError:  # cannot happen below MAX_NESTING_DEPTH; kept as a backstop
-        raise Invalid("malformed_json", None, "JSON nested too deeply") from None
 
 
 def _too_deep(raw: bytes) -> bool:
-    """Whether brackets outside strings nest deeper than MAX_NESTING_DEPTH."""
-    depth = 0
-    for match in _BRACKET_OUTSIDE_STRINGS.finditer(raw):
-        if match.lastindex == 1:
-            depth += 1
-            if depth > MAX_NESTING_DEPTH:
-                return True
-        elif match.lastindex == 2:
-            depth -= 1
-    return False
+    """Whether brackets outside strings nest deeper than MAX_NESTING_DEPTH.
+
+    Only C-level loops, as a hostile megabyte of brackets must cost no more than parsing it:
+    drop escaped backslashes and quotes, keep only brackets and quotes, drop what lies between
+    quotes (strings), then take the highest running sum of +1 per opening and -1 per closing
+    bracket. Malformed nesting (`[}`, an unterminated string) is the parser's to report.
+    """
+    if b"\\" in raw:
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    quotes_and_brackets = raw.translate(None, _ALL_BUT_QUOTES_AND_BRACKETS)
+    brackets = b"".join(quotes_and_brackets.split(b'"')[::2])
+    steps = array("b", brackets.translate(_BRACKET_STEPS))  # signed bytes: +1 and -1
+    return max(accumulate(steps), default=0) > MAX_NESTING_DEPTH
 
 
 def _recover(raw: bytes, message: str) -> Wire:

@@ -135,6 +135,46 @@ def test_nesting_limit_is_exact(depth: int) -> None:
         assert (result.reason, result.field) == ("malformed_json", None)
 
 
+@pytest.mark.parametrize(("pairs", "accepted"), [(31, True), (32, False)])
+def test_nesting_of_objects_and_arrays_counts_both(pairs: int, accepted: bool) -> None:
+    # Level 1 is the event, then `pairs` times an array holding an object, then one array.
+    inner = '[{"b":' * pairs + "[1]" + "}]" * pairs
+    raw = VALID[:-1] + f', "blob": {inner}}}'.encode()
+    result = run(raw, topic="sessions")
+    depth = 1 + 2 * pairs + 1
+    assert (result.__class__.__name__ == "Event") == accepted == (depth <= 64)
+
+
+def test_nesting_outcome_does_not_depend_on_the_callers_stack() -> None:
+    raw = VALID[:-1] + (', "blob": ' + "[" * 63 + "]" * 63 + "}").encode()
+
+    def decode_from_depth(frames: int) -> object:
+        return decode_from_depth(frames - 1) if frames else run(raw, topic="sessions")
+
+    assert run(raw, topic="sessions").__class__.__name__ == "Event"
+    assert decode_from_depth(500).__class__.__name__ == "Event"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 1000 + b"}" * 1000,  # mismatched
+        b'{"a":' * 100_000,
+        b'{"a": "' + b"[" * 1000,  # unterminated string
+        b'{"a": [' + b"[" * 1000 + b'"]}',
+    ],
+)
+def test_malformed_deep_nesting(raw: bytes) -> None:
+    check(raw, "malformed_json", None)
+
+
+def test_escaped_quotes_and_backslashes_do_not_end_strings() -> None:
+    brackets = "[" * 100
+    for text in (f'\\"{brackets}', f'\\\\{brackets}\\"', f"\\u0022{brackets}"):
+        raw = VALID[:-1] + f', "note": "{text}"}}'.encode()
+        assert run(raw, topic="sessions").__class__.__name__ == "Event", text
+
+
 def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
     raw = encode(payload("session", note="[" * 10_000, other="{" * 500))
     assert run(raw).__class__.__name__ == "Event"

@@ -36,7 +36,7 @@ def targets_judge(targets: list[Target]) -> Judge:
 
     def judged(values: KpiValues) -> tuple[list[dict[str, Any]], dict[str, Any]]:
         statuses = judge(targets, values)
-        return statuses, success_rate(statuses) if statuses else {}
+        return statuses, success_rate(statuses)
 
     return judged
 

@@ -116,8 +116,7 @@ def parse(raw: bytes, *, max_message_bytes: int) -> Wire:
     try:
         return _decode(raw)
     except RecursionError:
-        # Only malformed nesting gets here (`[[[...` never closed, `[}`): the parser recurses
-        # before it finds the error. Still malformed_json, however deep the caller's stack.
+        # A backstop: the nesting check above already bounds how deep the parser recurses.
         raise Invalid("malformed_json", None, "JSON nested too deeply") from None
 
 

@@ -35,6 +35,8 @@ LINGER_MS = 20  # wait up to this long to fill a batch: throughput over latency
 MAX_BATCH_BYTES = 256 * 1024
 # Acknowledgements are awaited every so many messages, so pending futures stay bounded.
 AWAIT_EVERY_MESSAGES = 10_000
+# How long to wait for a destination topic's metadata before giving up.
+TOPIC_WAIT_SECONDS = 30.0
 # Sleeping for less than this is not worth a context switch when pacing to a rate.
 _MIN_SLEEP_SECONDS = 0.005
 
@@ -175,6 +177,7 @@ async def produce(
     summary = ProduceSummary()
     started = time.monotonic()
     try:
+        await _check_topics(producer, routing)
         await _send_all(producer, lines, routing, rate_per_second, on_message, summary)
     except KafkaError as exc:
         raise ProduceError(
@@ -185,6 +188,24 @@ async def produce(
     summary.elapsed_seconds = time.monotonic() - started
     logger.info("sent %d messages (%d unrouted)", summary.total, summary.unrouted)
     return summary
+
+
+async def _check_topics(producer: Any, routing: Routing) -> None:
+    """Fail early, naming the topic, when a destination topic does not exist.
+
+    Asking for a topic's partitions also lets a broker that creates topics on first use do so
+    before any message waits on it.
+    """
+    from aiokafka.errors import KafkaError
+
+    for topic in sorted({*routing.topics.values(), routing.unrouted_topic}):
+        try:
+            await asyncio.wait_for(producer.partitions_for(topic), TOPIC_WAIT_SECONDS)
+        except (KafkaError, TimeoutError):
+            raise ProduceError(
+                f"topic {topic!r} does not exist and the broker did not create it: create it "
+                "(the worker creates its input topics) or set the topic names"
+            ) from None
 
 
 async def _send_all(

@@ -182,6 +182,7 @@ def _settings(kafka, topics: dict[str, str]) -> Settings:
 def test_every_line_arrives_on_its_topic_keyed_by_subject(kafka, unique, create_topics):
     topics = _topics(unique, create_topics)
     unrouted = unique("unrouted")
+    asyncio.run(create_topics([unrouted], partitions=2))
     names = {"S": topics["sessions"], "B": topics["subscriptions"], "V": topics["surveys"]}
     names["U"] = unrouted
     settings = _settings(kafka, topics)
@@ -267,3 +268,14 @@ def test_cli_replay_sends_a_dataset(kafka, unique, create_topics):
     by_id = {json.loads(r.value)["event_id"]: r for r in records}
     for event in expected:
         assert by_id[event["event_id"]].key == event["customer_id"].encode()
+
+
+@pytest.mark.services
+def test_a_topic_the_broker_cannot_create_is_named(kafka, unique, create_topics, monkeypatch):
+    import stream_kpis.producer as producer_module
+
+    monkeypatch.setattr(producer_module, "TOPIC_WAIT_SECONDS", 3.0)
+    settings = _settings(kafka, _topics(unique, create_topics))
+    routing = Routing.from_settings(settings, unrouted_topic="not a valid topic!")
+    with pytest.raises(ProduceError, match="'not a valid topic!' does not exist"):
+        asyncio.run(produce([b'{"type":"referral"}'], settings=settings, routing=routing))

@@ -22,7 +22,11 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from stream_kpis.kpis import SESSION_DURATION_BUCKETS_SECONDS
+from stream_kpis.kpis import (
+    HISTOGRAM_COMPONENTS,
+    SESSION_DURATION_BUCKETS_SECONDS,
+    SURVEY_COMPONENTS,
+)
 from stream_kpis.subject import (
     CANCELLED,
     CHANGED,
@@ -43,17 +47,6 @@ ANCIENT = 0.0
 Key = tuple[str, str, float | None]
 Contribution = dict[Key, Any]
 
-_SURVEY_COMPONENTS = (
-    "csat_responses",
-    "csat_satisfied",
-    "nps_responses",
-    "nps_promoters",
-    "nps_detractors",
-    "nps_5pt_responses",
-    "nps_5pt_promoters",
-    "nps_5pt_detractors",
-)
-_HISTOGRAM = tuple(f"session_duration_bucket_{i}" for i in range(11))
 _ZERO = Decimal(0)
 
 
@@ -313,7 +306,11 @@ def _sessions(facts: _Facts, add: Any) -> None:
         add("converted_sessions", end, int(converted is True))
         add("goal_sessions", end, int(goal is not None))
         add("goal_reached_sessions", end, int(goal is True))
-        add(_HISTOGRAM[histogram_index(duration, SESSION_DURATION_BUCKETS_SECONDS)], end, 1)
+        add(
+            HISTOGRAM_COMPONENTS[histogram_index(duration, SESSION_DURATION_BUCKETS_SECONDS)],
+            end,
+            1,
+        )
     for totals in facts.old:
         for name, value in zip(OLD_FIELDS[1:], totals[1:], strict=True):
             add(name, ANCIENT, value)
@@ -321,5 +318,5 @@ def _sessions(facts: _Facts, add: Any) -> None:
 
 def _surveys(facts: _Facts, add: Any) -> None:
     for time, kind, score in facts.surveys:
-        for name, value in zip(_SURVEY_COMPONENTS, survey_counts(kind, score), strict=True):
+        for name, value in zip(SURVEY_COMPONENTS, survey_counts(kind, score), strict=True):
             add(name, time, value)

@@ -17,7 +17,7 @@ from typing import Any
 Number = int | float | Decimal
 
 # Components counted per window and scope. Money components are Decimal, the rest int or float.
-COMPONENTS: tuple[str, ...] = (
+COHORT_COMPONENTS: tuple[str, ...] = (
     "churned_customers",
     "customers_active_in_window",
     "customers_active_at_start",
@@ -25,11 +25,15 @@ COMPONENTS: tuple[str, ...] = (
     "mrr_at_start",
     "mrr_at_end_of_start_cohort",
     "mrr_retained",
+)
+SESSION_COMPONENTS: tuple[str, ...] = (
     "sessions",
     "session_duration_seconds",
     "converted_sessions",
     "goal_sessions",
     "goal_reached_sessions",
+)
+CONVERSION_COMPONENTS: tuple[str, ...] = (
     "prospects",
     "prospects_converted",
     "repeat_candidates",
@@ -38,6 +42,8 @@ COMPONENTS: tuple[str, ...] = (
     "advocates_converted",
     "buyers",
     "repeat_buyers",
+)
+SURVEY_COMPONENTS: tuple[str, ...] = (
     "csat_responses",
     "csat_satisfied",
     "nps_responses",
@@ -47,27 +53,25 @@ COMPONENTS: tuple[str, ...] = (
     "nps_5pt_promoters",
     "nps_5pt_detractors",
 )
-
-# Non-cumulative counts of sessions per duration bucket: index i counts sessions with
-# SESSION_DURATION_BUCKETS_SECONDS[i-1] < duration <= SESSION_DURATION_BUCKETS_SECONDS[i]; the last
-# index counts the ones above the largest bound (+Inf).
-HISTOGRAM_COMPONENTS: tuple[str, ...] = tuple(f"session_duration_bucket_{i}" for i in range(11))
-
-MONEY_COMPONENTS = frozenset({"mrr_at_start", "mrr_at_end_of_start_cohort", "mrr_retained"})
+COMPONENTS: tuple[str, ...] = (
+    *COHORT_COMPONENTS,
+    *SESSION_COMPONENTS,
+    *CONVERSION_COMPONENTS,
+    *SURVEY_COMPONENTS,
+)
 
 # Upper bounds of the session-duration histogram, seconds (KPI-SPEC section 5).
 SESSION_DURATION_BUCKETS_SECONDS: tuple[float, ...] = (
-    10,
-    30,
-    60,
-    120,
-    300,
-    600,
-    900,
-    1800,
-    3600,
-    7200,
+    10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200,
+)  # fmt: skip
+
+# Non-cumulative counts of sessions per duration bucket: index i counts sessions with
+# bound[i-1] < duration <= bound[i]; the last index counts the ones above the largest (+Inf).
+HISTOGRAM_COMPONENTS: tuple[str, ...] = tuple(
+    f"session_duration_bucket_{i}" for i in range(len(SESSION_DURATION_BUCKETS_SECONDS) + 1)
 )
+
+MONEY_COMPONENTS = frozenset({"mrr_at_start", "mrr_at_end_of_start_cohort", "mrr_retained"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stream_kpis.events import Event
+from stream_kpis.kpis import HISTOGRAM_COMPONENTS, SESSION_COMPONENTS, SURVEY_COMPONENTS
 
 SEP = "\x1f"
 DEFAULT_SUBSCRIPTION = ""
@@ -48,20 +49,9 @@ _SUBSCRIPTION_KINDS = {
 # Folded totals of items older than every window, per programme.
 OLD_FIELDS = (
     "last_session_end",
-    "sessions",
-    "session_duration_seconds",
-    "converted_sessions",
-    "goal_sessions",
-    "goal_reached_sessions",
-    *(f"session_duration_bucket_{i}" for i in range(11)),
-    "csat_responses",
-    "csat_satisfied",
-    "nps_responses",
-    "nps_promoters",
-    "nps_detractors",
-    "nps_5pt_responses",
-    "nps_5pt_promoters",
-    "nps_5pt_detractors",
+    *SESSION_COMPONENTS,
+    *HISTOGRAM_COMPONENTS,
+    *SURVEY_COMPONENTS,
 )
 
 
@@ -270,14 +260,14 @@ def fold_old_items(record: Record, *, before: float, histogram_bounds: tuple[flo
             totals[3] += converted is True
             totals[4] += goal is not None
             totals[5] += goal is True
-            totals[6 + histogram_index(duration, histogram_bounds)] += 1
+            totals[1 + len(SESSION_COMPONENTS) + histogram_index(duration, histogram_bounds)] += 1
         record["sess"][program] = [item for item in items if item[0] >= before]
     for program, items in record["surv"].items():
         old_items = [item for item in items if item[0] < before]
         if not old_items:
             continue
         totals = _old_totals(record, program)
-        offset = 6 + len(histogram_bounds) + 1
+        offset = 1 + len(SESSION_COMPONENTS) + len(HISTOGRAM_COMPONENTS)
         for _, kind, score in old_items:
             for position, value in enumerate(survey_counts(kind, score)):
                 totals[offset + position] += value

@@ -132,3 +132,40 @@ def test_each_time_lands_in_exactly_one_bucket(time, spec):
     if start is not None:
         assert start % size == 0
         assert (time >= start) == (bucket >= start)
+
+
+@st.composite
+def session_parts(draw):
+    """Sessions reported in parts, all within 20 minutes of each other.
+
+    At most one start and one end per session: a session is final as soon as both are known,
+    so a second start or end arriving later has no effect by contract, whatever its time.
+    """
+    events = []
+    for number in range(draw(st.integers(1, 8))):
+        subject = draw(subjects)
+        name = f"s{number}"
+        start = CLOCK - draw(st.integers(0, 1200))
+        kinds = draw(st.lists(st.just("heartbeat"), max_size=3))
+        kinds += draw(st.sampled_from([["started"], ["ended"], ["started", "ended"]]))
+        for kind in kinds:
+            at = start + draw(st.integers(-120, 600))
+            fields = {"session_id": name, "program": draw(programs)}
+            if kind == "ended":
+                fields["converted"] = draw(st.none() | st.booleans())
+                fields["goal_reached"] = draw(st.none() | st.booleans())
+            events.append(event(f"session_{kind}", subject, min(at, CLOCK), **fields))
+    return events
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(session_parts(), st.randoms(use_true_random=False))
+def test_session_parts_in_any_order_within_the_grace_period(events, rnd: random.Random):
+    in_order = sorted(events, key=lambda e: e.time)
+    shuffled = list(events)
+    rnd.shuffle(shuffled)
+    # read well after every timeout, so that unfinished sessions are final too
+    later = CLOCK + 3600
+    assert run(shuffled, windows=WINDOWS, as_of=later) == run(
+        in_order, windows=WINDOWS, as_of=later
+    )

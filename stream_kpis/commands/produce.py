@@ -79,7 +79,9 @@ def produce_command(
 
 @click.command("replay")
 @click.argument("dataset", type=click.Choice(sorted(DATASETS)))
-@click.argument("path", required=False, type=click.Path(exists=True, path_type=Path))
+@click.argument(
+    "path", required=False, type=click.Path(exists=True, allow_dash=True, path_type=Path)
+)
 @_kafka_options
 @click.option(
     "--retime",

@@ -9,6 +9,7 @@ packages when running as root; otherwise a `ServiceError` says what to install.
 """
 
 from stream_kpis.errors import ServiceError
+from stream_kpis.services._process import can_connect, free_port
 from stream_kpis.services.install import install_all
 from stream_kpis.services.kafka import KafkaBroker, create_topics, fetch_kafka_jars, start_kafka
 from stream_kpis.services.prometheus import PrometheusServer, promtool_path, start_prometheus
@@ -19,8 +20,10 @@ __all__ = [
     "PrometheusServer",
     "RedisServer",
     "ServiceError",
+    "can_connect",
     "create_topics",
     "fetch_kafka_jars",
+    "free_port",
     "install_all",
     "promtool_path",
     "start_kafka",

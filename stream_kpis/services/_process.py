@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Self
 
 from stream_kpis.errors import ServiceError
 
@@ -73,6 +74,19 @@ def last_log_line(path: Path, contains: Sequence[str] = ("ERROR", "FATAL", "Exce
         if any(word in line for word in contains):
             return line[:300]
     return lines[-1][:300] if lines else ""
+
+
+class Service:
+    """What the local services share: leaving a `with` block closes them."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 class ChildProcess:

@@ -24,13 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 from stream_kpis.errors import ServiceError
 from stream_kpis.services._process import (
     LOOPBACK,
     ChildProcess,
+    Service,
     can_connect,
     check_port,
     free_port,
@@ -147,7 +147,7 @@ async def _answers_metadata(bootstrap_servers: str) -> bool:
         await admin.close()
 
 
-class KafkaBroker:
+class KafkaBroker(Service):
     """One broker process and its data directory. Use `start_kafka` to make one."""
 
     def __init__(
@@ -248,17 +248,6 @@ class KafkaBroker:
         self.stop()
         if self._owns_data_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-
-    def __enter__(self) -> KafkaBroker:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"

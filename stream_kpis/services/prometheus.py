@@ -16,11 +16,16 @@ import urllib.parse
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from stream_kpis.errors import ServiceError
-from stream_kpis.services._process import LOOPBACK, ChildProcess, check_port, free_port
+from stream_kpis.services._process import (
+    LOOPBACK,
+    ChildProcess,
+    Service,
+    check_port,
+    free_port,
+)
 from stream_kpis.services.install import require_command
 
 logger = logging.getLogger(__name__)
@@ -41,7 +46,7 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-class PrometheusServer:
+class PrometheusServer(Service):
     """A Prometheus process: `url` for its web UI and API, `query()` for PromQL."""
 
     def __init__(self, config_path: Path, port: int, work_dir: Path) -> None:
@@ -113,17 +118,6 @@ class PrometheusServer:
         data = self.api("query", query=promql)
         result: list[dict[str, Any]] = data["result"]
         return result
-
-    def __enter__(self) -> PrometheusServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<PrometheusServer {self.url} config={self.config_path}>"

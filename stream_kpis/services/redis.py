@@ -12,10 +12,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from stream_kpis.errors import ServiceError
-from stream_kpis.services._process import LOOPBACK, ChildProcess, check_port, free_port
+from stream_kpis.services._process import (
+    LOOPBACK,
+    ChildProcess,
+    Service,
+    check_port,
+    free_port,
+)
 from stream_kpis.services.install import require_command
 
 logger = logging.getLogger(__name__)
@@ -35,7 +40,7 @@ def _pings(url: str) -> bool:
         client.close()
 
 
-class RedisServer:
+class RedisServer(Service):
     """A Redis server: `url` to reach it, `stop()`/`start()` when it is ours."""
 
     def __init__(self, url: str, port: int | None = None, work_dir: Path | None = None) -> None:
@@ -98,17 +103,6 @@ class RedisServer:
             self._child.stop()
         if self.work_dir is not None:
             shutil.rmtree(self.work_dir, ignore_errors=True)
-
-    def __enter__(self) -> RedisServer:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<RedisServer {self.url} managed={self.managed}>"

@@ -42,6 +42,10 @@ from stream_kpis.windows import (
 logger = logging.getLogger(__name__)
 
 
+# The outcomes a subject record counts (invalid messages have no subject).
+TALLIED_OUTCOMES = ("accepted", "duplicate", "no_effect", "late")
+
+
 class Outcome(enum.Enum):
     ACCEPTED = "accepted"
     NO_EFFECT = "no_effect"  # accepted, but it changed nothing
@@ -102,6 +106,9 @@ class PartitionEngine:
         self._contributions: dict[str, Contribution] = {}
         self._due: list[tuple[float, str]] = []
         self._dirty: dict[str, Record] = {}
+        # Messages by outcome (accepted, duplicate, no_effect, late) over the partition's
+        # records: each record counts its own, so the totals recover with the records.
+        self.outcome_counts: dict[str, int] = dict.fromkeys(TALLIED_OUTCOMES, 0)
 
     # -- applying events -------------------------------------------------------------------
 
@@ -140,6 +147,7 @@ class PartitionEngine:
 
         seen_at = record["ids"].get(event.event_id)
         if seen_at is not None and clock <= seen_at + self.config.dedup_horizon_seconds:
+            self._tally(record, "duplicate")
             self._dirty[key] = record
             return Applied(Outcome.DUPLICATE)
 
@@ -153,9 +161,19 @@ class PartitionEngine:
         if self.watermark is None or event.time > self.watermark:
             self.watermark = event.time
 
+        self._tally(record, "accepted")
+        if not effective:
+            self._tally(record, "no_effect")
+        if late:
+            self._tally(record, "late")
         self._dirty[key] = record
         self._refresh(key, record)
         return Applied(Outcome.ACCEPTED if effective else Outcome.NO_EFFECT, late)
+
+    def _tally(self, record: Record, outcome: str) -> None:
+        tallies = record.setdefault("n", {})
+        tallies[outcome] = tallies.get(outcome, 0) + 1
+        self.outcome_counts[outcome] += 1
 
     def flush(self) -> list[str]:
         """Write every record changed since the last flush back to the store, once each."""
@@ -214,6 +232,8 @@ class PartitionEngine:
             record = self.records.get(key)
             if record is not None:
                 self._refresh(key, record)
+                for outcome, value in record.get("n", {}).items():
+                    self.outcome_counts[outcome] = self.outcome_counts.get(outcome, 0) + value
                 count += 1
         logger.info(
             "partition %d: aggregates rebuilt from %d subject records", self.partition, count

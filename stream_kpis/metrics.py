@@ -159,6 +159,13 @@ class WorkerMetrics:
             "Scrapes whose KPI state could not be read from the engine (KPI series then absent).",
             registry=registry,
         )
+        self.redelivered_messages = Counter(
+            "stream_kpis_redelivered_messages",
+            "Messages read again after a crash or rebalance and skipped, because their effect "
+            "was already in the recovered state, by topic role.",
+            ("topic",),
+            registry=registry,
+        )
 
     def _declare_gauges(self, registry: CollectorRegistry) -> None:
         self.watermark = Gauge(
@@ -236,6 +243,9 @@ class WorkerMetrics:
 
     def count_publish_error(self) -> None:
         self.snapshot_publish_errors.inc()
+
+    def count_redelivered(self, topic: str) -> None:
+        self.redelivered_messages.labels(self._topic(topic)).inc()
 
     @staticmethod
     def _type(event_type: str | None) -> str:

@@ -25,11 +25,15 @@ class PartitionTable(MutableMapping[str, Any]):
     Faust sends a table write to the changelog partition of the event being processed, which
     forbids writing a batch of records once, after the events. This view writes the store
     directly and sends the changelog message to the partition the record belongs to.
+
+    `sent`, when given, collects the future of every changelog message, so that the caller
+    can wait until Kafka has them before it lets the input offsets be committed.
     """
 
-    def __init__(self, table: Any, partition: int) -> None:
+    def __init__(self, table: Any, partition: int, sent: list[Any] | None = None) -> None:
         self._table = table
         self._partition = partition
+        self._sent = sent
 
     def __getitem__(self, key: str) -> Any:
         return self._table.data[key]
@@ -39,11 +43,15 @@ class PartitionTable(MutableMapping[str, Any]):
 
     def __setitem__(self, key: str, value: Any) -> None:
         self._table.data[key] = value
-        self._table.send_changelog(self._partition, key, value)
+        self._track(self._table.send_changelog(self._partition, key, value))
 
     def __delitem__(self, key: str) -> None:
         del self._table.data[key]
-        self._table.send_changelog(self._partition, key, None, value_serializer="raw")
+        self._track(self._table.send_changelog(self._partition, key, None, value_serializer="raw"))
+
+    def _track(self, future: Any) -> None:
+        if self._sent is not None:
+            self._sent.append(future)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._table.data.keys())

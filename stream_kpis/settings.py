@@ -62,6 +62,15 @@ class Settings(BaseSettings):
     surveys_topic: str = Field("surveys", description="input topic of survey events")
     dead_letter_topic: str = Field("stream-kpis-dead-letter", description="invalid messages")
     topic_partitions: int = Field(4, ge=1, description="partitions of the topics stream-kpis makes")
+    replication_factor: int = Field(
+        1, ge=1, description="replicas of each topic stream-kpis creates (3 in production)"
+    )
+    standby_replicas: int = Field(
+        0, ge=0, description="standby copies of each partition's state on other workers"
+    )
+    broker_session_timeout_seconds: float = Field(
+        45.0, ge=6, le=90, description="how long the group waits for a silent worker"
+    )
 
     # -- Kafka security -------------------------------------------------------------------
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(

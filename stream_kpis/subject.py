@@ -12,6 +12,8 @@ Record layout (keys are short because every record is serialised on every write)
     seq    arrival counter, orders events of equal time by arrival
     ids    {event_id: event time}            accepted ids within the dedup horizon
     off    {"topic:partition": offset}       last input offset applied (redelivery guard)
+    n      {outcome: count}  the subject's messages by outcome (accepted, duplicate, no_effect,
+           late): counted with the facts they changed, so that they recover together
     subs   {program SEP subscription_id: [[time, seq, kind, mrr], ...]}  sorted by (time, seq)
     orders {program SEP order_id: earliest time}
     adv    {program: earliest promoter NPS answer or referral time}
@@ -71,6 +73,7 @@ def new_record(partition: int) -> Record:
         "seq": 0,
         "ids": {},
         "off": {},
+        "n": {},
         "subs": {},
         "orders": {},
         "adv": {},

@@ -9,9 +9,13 @@ Flow of one message (topic role R, partition p, offset o):
 3. otherwise the engine of partition p applies it: dedup, subject record, aggregates.
 
 Events are taken in batches; each changed subject record is written once per batch, to the
-changelog partition it belongs to, together with the partition's outcome counts. Faust
-flushes the producer before it commits offsets, and each record remembers the last input
-offset applied to it, so a crash between the two neither loses nor double-counts an event.
+changelog partition it belongs to. A batch's offsets can be committed only once Kafka has
+acknowledged every message the batch produced (records, forwarded events, dead letters), so a
+crash never loses an event. Nothing is counted twice when a batch is read again after a crash
+or a rebalance: each record remembers the last offset applied to it per input stream (for a
+forwarded event, the offset where it first arrived, so a forwarded copy sent twice is applied
+once) and counts its own messages by outcome, and the `outcomes` table keeps the invalid
+counts of a partition with the last offset counted per stream.
 
 Windows move with the clock when the KPIs are read (`/metrics`, `/kpis`, the Redis feed), not
 by timers: Faust tables cannot be written from a timer, and nothing needs to be.
@@ -39,6 +43,7 @@ from stream_kpis.engine import Outcome, PartitionEngine
 from stream_kpis.errors import StreamKpisError
 from stream_kpis.events import TOPIC_ROLES, Event, Rejection, decode
 from stream_kpis.feed import RedisFeed, encode_partition
+from stream_kpis.logthrottle import throttle_handlers
 from stream_kpis.metrics import WorkerMetrics
 from stream_kpis.outcomes import OutcomeCounts, count_invalid, new_counts
 from stream_kpis.outcomes import merge_counts as merge_outcomes
@@ -56,6 +61,8 @@ ROLE_HEADER = "stream_kpis.role"
 # mean production order (see `_apply_clock`).
 CLOCK_HEADER = "stream_kpis.clock"
 STREAM_HEADER = "stream_kpis.stream"
+# The offset of a forwarded event in the stream it first arrived in: its redelivery guard.
+OFFSET_HEADER = "stream_kpis.offset"
 
 
 class WorkerError(StreamKpisError):
@@ -74,6 +81,12 @@ class KpiWorker:
 
         self.engines: dict[int, PartitionEngine] = {}
         self.outcomes: dict[int, OutcomeCounts] = {}
+        # Per owned partition: the last offset counted as invalid per input stream, and
+        # whether the invalid counts changed in the current batch.
+        self._invalid_offsets: dict[int, dict[str, int]] = {}
+        self._invalid_changed: set[int] = set()
+        # Futures of the messages the current batch produced.
+        self._sending: list[Any] = []
         self.event_clock = float("-inf")
         self._source_clocks: dict[tuple[str, int], float] = {}
         self.recovered = False
@@ -100,6 +113,7 @@ class KpiWorker:
             broker_credentials=self._credentials(),
             store=s.store,
             topic_partitions=self.partitions,
+            topic_replication_factor=s.replication_factor,
             topic_allow_declare=True,
             consumer_auto_offset_reset="earliest",
             processing_guarantee="at_least_once",
@@ -108,18 +122,23 @@ class KpiWorker:
             web_host=s.web_host,
             web_port=s.web_port,
             autodiscover=False,
-            table_standby_replicas=0,
+            table_standby_replicas=s.standby_replicas,
+            broker_session_timeout=s.broker_session_timeout_seconds,
+            broker_heartbeat_interval=min(3.0, s.broker_session_timeout_seconds / 3),
             broker_commit_interval=1.0,
             logging_config=None,
         )
 
+    def _ssl_context(self) -> ssl.SSLContext:
+        s = self.settings
+        context = ssl.create_default_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None)
+        if s.ssl_certfile:
+            context.load_cert_chain(str(s.ssl_certfile), str(s.ssl_keyfile or "") or None)
+        return context
+
     def _credentials(self) -> Any:
         s = self.settings
-        context = None
-        if s.security_protocol in ("SSL", "SASL_SSL"):
-            context = ssl.create_default_context(cafile=str(s.ssl_cafile) if s.ssl_cafile else None)
-            if s.ssl_certfile:
-                context.load_cert_chain(str(s.ssl_certfile), str(s.ssl_keyfile or "") or None)
+        context = self._ssl_context() if s.security_protocol in ("SSL", "SASL_SSL") else None
         if s.security_protocol.startswith("SASL"):
             password = s.sasl_password.get_secret_value() if s.sasl_password else ""
             if s.sasl_mechanism == "PLAIN":
@@ -188,9 +207,10 @@ class KpiWorker:
         try:
             existing = await admin.list_topics()
             missing = [name for name in names if name not in existing]
+            replicas = self.settings.replication_factor
             if missing:
                 await admin.create_topics(
-                    [NewTopic(name, self.partitions, 1) for name in missing]
+                    [NewTopic(name, self.partitions, replicas) for name in missing]
                 )
                 logger.info("created topics %s", ", ".join(missing))
             described = await admin.describe_topics(
@@ -212,6 +232,8 @@ class KpiWorker:
         config: dict[str, Any] = {"bootstrap_servers": s.bootstrap_servers}
         if s.security_protocol != "PLAINTEXT":
             config["security_protocol"] = s.security_protocol
+        if s.security_protocol in ("SSL", "SASL_SSL"):
+            config["ssl_context"] = self._ssl_context()
         if s.security_protocol.startswith("SASL"):
             config["sasl_mechanism"] = s.sasl_mechanism
             config["sasl_plain_username"] = s.sasl_username
@@ -226,8 +248,25 @@ class KpiWorker:
         async def consume(stream: Any) -> None:
             async for batch in stream.take_events(BATCH_MAX_EVENTS, BATCH_WITHIN_SECONDS):
                 self.process_batch(batch, forward=forward)
+                await self._delivered()
 
         return consume
+
+    async def _delivered(self) -> None:
+        """Wait until Kafka has every message the last batch produced.
+
+        The batch's events are acknowledged (and their offsets become committable) only after
+        this returns. Faust flushes its producer before a commit too, but its flush can return
+        while a message is still on its way from Faust's buffer into the Kafka client.
+        """
+        # Cleared in place: the engines' table views append to this very list.
+        sending = list(self._sending)
+        self._sending.clear()
+        if sending:
+            # Not gather(): cancelling it (a shutdown) would cancel Faust's own futures.
+            await asyncio.wait(sending)
+            for future in sending:
+                future.result()  # a send that failed for good must not let the batch commit
 
     def process_batch(self, batch: list[Any], *, forward: bool) -> None:
         touched: set[int] = set()
@@ -240,15 +279,17 @@ class KpiWorker:
                 self._dead_letter(message, role, result)
             elif forward and partition_for_subject(result.subject, self.partitions) != partition:
                 clock = self._apply_clock(message, result)
-                self.by_subject.send_soon(
+                forwarded = self.by_subject.send_soon(
                     key=result.subject.encode("utf-8"),
                     value=message.value,
                     headers=[
                         (ROLE_HEADER, role.encode()),
                         (CLOCK_HEADER, repr(clock).encode()),
                         (STREAM_HEADER, f"{message.topic}:{partition}".encode()),
+                        (OFFSET_HEADER, str(message.offset).encode()),
                     ],
                 )
+                self._sending.append(forwarded)
                 continue
             else:
                 self._apply(result, role, message)
@@ -267,8 +308,21 @@ class KpiWorker:
             rejection, source_topic=message.topic, partition=message.partition,
             offset=message.offset,
         )
-        self.dead_letter.send_soon(key=message.key, value=message.value, headers=headers)
-        count_invalid(self._outcomes(message.partition), rejection.reason)
+        # Sent again when the message is read again: a dead letter may repeat (its headers
+        # name the source offset), but is never lost.
+        sent = self.dead_letter.send_soon(key=message.key, value=message.value, headers=headers)
+        self._sending.append(sent)
+
+        partition = message.partition
+        counts = self._outcomes(partition)
+        counted = self._invalid_offsets[partition]
+        stream = f"{message.topic}:{partition}"
+        if message.offset <= counted.get(stream, -1):
+            self.metrics.count_redelivered(role)
+            return
+        counted[stream] = message.offset
+        count_invalid(counts, rejection.reason)
+        self._invalid_changed.add(partition)
         self.metrics.count_invalid(role, rejection.reason)
         logger.debug("dead-lettered %s:%d@%d: %s", message.topic, message.partition,
                      message.offset, rejection.reason)
@@ -277,27 +331,25 @@ class KpiWorker:
         if event.time > self.event_clock:
             self.event_clock = event.time
         engine = self._engine(message.partition)
+        stream, offset = _origin(message)
         applied = engine.apply(
             event,
             clock=self._apply_clock(message, event),
-            source=f"{message.topic}:{message.partition}",
-            offset=message.offset,
-            stream=_header(message, STREAM_HEADER),
+            source=stream,
+            offset=offset,
+            stream=stream,
         )
+        # The outcome counts are the engine's (kept in the records); only metrics here.
         if applied.outcome is Outcome.REDELIVERED:
+            self.metrics.count_redelivered(role)
             return
-        counts = self._outcomes(message.partition)
         if applied.outcome is Outcome.DUPLICATE:
-            counts["duplicate"] += 1
             self.metrics.count_outcome(role, event.type, "duplicate")
             return
-        counts["accepted"] += 1
         self.metrics.count_outcome(role, event.type, "accepted")
         if applied.outcome is Outcome.NO_EFFECT:
-            counts["no_effect"] += 1
             self.metrics.count_no_effect(role, event.type)
         if applied.late:
-            counts["late"] += 1
             self.metrics.count_late(role, event.type)
         if engine.watermark is not None:
             self.metrics.set_watermark(message.partition, engine.watermark)
@@ -305,11 +357,17 @@ class KpiWorker:
     def _flush(self, partitions: set[int]) -> None:
         for partition in partitions:
             engine = self.engines.get(partition)
-            if engine is not None:
-                engine.flush()
-            counts = self.outcomes.get(partition)
-            if counts is not None:
-                PartitionTable(self.outcome_table, partition)[f"p{partition}"] = counts
+            if engine is None:
+                continue
+            engine.flush()
+            self.outcomes[partition].update(engine.outcome_counts)
+            if partition in self._invalid_changed:
+                table = PartitionTable(self.outcome_table, partition, self._sending)
+                table[f"p{partition}"] = {
+                    "invalid": self.outcomes[partition]["invalid"],
+                    "off": self._invalid_offsets[partition],
+                }
+        self._invalid_changed.clear()
 
     def _engine(self, partition: int) -> PartitionEngine:
         engine = self.engines.get(partition)
@@ -318,17 +376,27 @@ class KpiWorker:
         return engine
 
     def _outcomes(self, partition: int) -> OutcomeCounts:
-        counts = self.outcomes.get(partition)
-        if counts is None:
-            stored = self.outcome_table.data.get(f"p{partition}")
-            counts = self.outcomes[partition] = stored if stored is not None else new_counts()
-        return counts
+        self._engine(partition)
+        return self.outcomes[partition]
+
+    def _load_outcomes(self, engine: PartitionEngine) -> None:
+        """A partition's outcome counts: valid messages from its records (the engine's
+        totals), invalid ones from the `outcomes` table."""
+        partition = engine.partition
+        stored = self.outcome_table.data.get(f"p{partition}") or {}
+        counts = new_counts()
+        counts.update(engine.outcome_counts)
+        counts["invalid"] = dict(stored.get("invalid", {}))
+        self.outcomes[partition] = counts
+        self._invalid_offsets[partition] = dict(stored.get("off", {}))
 
     # -- partitions moving -----------------------------------------------------------------
 
     def _build_engine(self, partition: int) -> PartitionEngine:
         engine = PartitionEngine(
-            self.config, PartitionTable(self.subjects, partition), partition=partition
+            self.config,
+            PartitionTable(self.subjects, partition, self._sending),
+            partition=partition,
         )
         keys = [
             key for key, record in self.subjects.data.items()
@@ -343,6 +411,7 @@ class KpiWorker:
             self.event_clock = max(self.event_clock, newest)
         engine.rebuild(keys, clock=self.clock())
         self.engines[partition] = engine
+        self._load_outcomes(engine)
         return engine
 
     async def _on_rebalance_complete(self, sender: Any = None, **_: Any) -> None:
@@ -350,6 +419,7 @@ class KpiWorker:
         for partition in set(self.engines) - owned:
             del self.engines[partition]
             self.outcomes.pop(partition, None)
+            self._invalid_offsets.pop(partition, None)
             logger.info("partition %d revoked: its aggregates are dropped", partition)
         for partition in owned - set(self.engines):
             self._build_engine(partition)
@@ -446,11 +516,20 @@ class KpiWorker:
 def run_worker(settings: Settings) -> None:
     """Start the worker and block until it is stopped (SIGTERM / Ctrl-C stop it cleanly)."""
     worker = KpiWorker(settings)
+    throttle_handlers()
     asyncio.run(worker.ensure_input_topics())
     faust_worker = faust.Worker(
         worker.app, loglevel=settings.log_level, quiet=True, override_logging=False
     )
     faust_worker.execute_from_commandline()
+
+
+def _origin(message: Any) -> tuple[str, int]:
+    """The input stream ("topic:partition") and offset a message first arrived at."""
+    stream, offset = _header(message, STREAM_HEADER), _header(message, OFFSET_HEADER)
+    if stream is not None and offset is not None and offset.isdigit():
+        return stream, int(offset)
+    return f"{message.topic}:{message.partition}", message.offset
 
 
 def _header(message: Any, name: str) -> str | None:

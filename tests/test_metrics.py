@@ -497,5 +497,5 @@ def test_docs_list_exactly_the_exported_metrics(registry: CollectorRegistry) -> 
 
     exposed = exposed_metric_names(registry)
 
-    assert len(exposed) == 19  # 6 counters, 7 gauges, 6 KPI families
+    assert len(exposed) == 20  # 7 counters, 7 gauges, 6 KPI families
     assert documented_metric_names() == exposed

@@ -7,6 +7,7 @@ StreamKpisError
  +-- DatasetError       a dataset file cannot be read or does not have the expected shape
  +-- ProduceError       events could not be delivered to Kafka
  +-- TimestampError     a value is not a timestamp stream-kpis accepts (RFC 3339 or epoch)
+ +-- FeedError          the Redis dashboard feed could not be read or written
 """
 
 from __future__ import annotations
@@ -60,3 +61,12 @@ class ProduceError(StreamKpisError):
 
 class TimestampError(StreamKpisError, ValueError):
     """A value is not an accepted timestamp; the message says what was expected and what came."""
+
+
+class FeedError(StreamKpisError):
+    """Redis did not take or give the dashboard feed; the message carries Redis' error.
+
+    `retriable` is True: the worker keeps processing and tries again on its next round.
+    """
+
+    retriable = True

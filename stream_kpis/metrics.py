@@ -53,6 +53,8 @@ ReadComponents = Callable[[], Components]
 OUTCOMES = ("accepted", "duplicate", "invalid")
 ALL_SCOPE = "all"
 OTHER = "other"
+# The consumer-lag `topic` of the worker's internal by-subject topic (forwarded events).
+BY_SUBJECT_TOPIC = "by_subject"
 UNKNOWN_TYPE = "unknown"
 EVENT_TYPES: frozenset[str] = frozenset().union(*TYPES_BY_TOPIC.values())
 
@@ -109,6 +111,7 @@ class WorkerMetrics:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._topic = LabelClamp(topics)
+        self._lag_topic = LabelClamp({*topics, BY_SUBJECT_TOPIC})
         self._reason = LabelClamp(reasons)
         self._wall_clock = wall_clock
         self._watermarks_seconds: dict[int, float] = {}
@@ -263,7 +266,7 @@ class WorkerMetrics:
         self.clock.set(clock_seconds)
 
     def set_consumer_lag(self, topic: str, partition: int, messages: int) -> None:
-        topic_label = self._topic(topic)
+        topic_label = self._lag_topic(topic)
         self._lag_partitions.add((topic_label, partition))
         self.consumer_lag.labels(topic_label, str(partition)).set(messages)
 

@@ -1,23 +1,36 @@
 """HTTP views of the worker: `/kpis`, `/kpis/{program}`, `/metrics`, `/healthz`, `/readyz`.
 
-`/kpis` serves the global snapshot (all partitions, merged through Redis) when it is
-available, and this worker's own partitions otherwise, saying so in `degraded`. Errors are
-JSON: an unknown programme is 404, an unknown window 400. Optional HTTP basic auth protects
-every view but `/healthz`.
+`/kpis` serves the global snapshot (all partitions of all workers, merged through Redis), the
+same document as the Redis key. When there is none to serve (Redis unreachable, or not every
+partition published yet) it serves this worker's own partitions and says so in `degraded`.
+Errors are JSON `{"error": ...}`: an unknown programme is 404, an unknown window 400, missing
+credentials 401. Optional HTTP basic auth protects every view but `/healthz`.
+
+docs/openapi.yaml describes these views; tests/test_web.py keeps it in step with `ROUTES`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import copy
 import hmac
+import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web as aiohttp_web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream_kpis.metrics import collected_now
+from stream_kpis.timefmt import format_utc
+
 if TYPE_CHECKING:
     from stream_kpis.worker import KpiWorker
+
+logger = logging.getLogger(__name__)
+
+# Every path register_views serves (all answer GET).
+ROUTES = ("/healthz", "/readyz", "/metrics", "/kpis", "/kpis/{program}")
 
 
 def register_views(worker: KpiWorker) -> None:
@@ -26,7 +39,8 @@ def register_views(worker: KpiWorker) -> None:
     user = settings.web_basic_auth_user
     password = (
         settings.web_basic_auth_password.get_secret_value()
-        if settings.web_basic_auth_password else None
+        if settings.web_basic_auth_password
+        else None
     )
 
     def denied(web: Any, request: Any) -> Any:
@@ -48,14 +62,18 @@ def register_views(worker: KpiWorker) -> None:
     async def readyz(web: Any, request: Any) -> Any:
         if (refused := denied(web, request)) is not None:
             return refused
-        status = _readiness(worker)
+        status = readiness(worker)
         return web.json(status, status=200 if status["ready"] else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         if (refused := denied(web, request)) is not None:
             return refused
-        response = aiohttp_web.Response(body=generate_latest(worker.registry))
+        # Collect on the event loop (the engine's state is not thread-safe), format the text,
+        # the slow part of a large scrape, in a thread so the loop keeps consuming meanwhile.
+        frozen = collected_now(worker.registry)
+        body = await asyncio.get_running_loop().run_in_executor(None, generate_latest, frozen)
+        response = aiohttp_web.Response(body=body)
         response.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return response
 
@@ -63,60 +81,120 @@ def register_views(worker: KpiWorker) -> None:
     async def kpis(web: Any, request: Any) -> Any:
         if (refused := denied(web, request)) is not None:
             return refused
-        return _kpis_response(web, worker, request, program=None)
+        status, body = kpis_document(worker, request.query.get("window"), program=None)
+        return web.json(body, status=status)
 
     @app.page("/kpis/{program}")
     async def kpis_program(web: Any, request: Any, program: str) -> Any:
         if (refused := denied(web, request)) is not None:
             return refused
-        return _kpis_response(web, worker, request, program=program)
+        status, body = kpis_document(worker, request.query.get("window"), program=program)
+        return web.json(body, status=status)
 
 
-def _readiness(worker: KpiWorker) -> dict[str, Any]:
-    consumer_ok = bool(worker.app.consumer and worker.app.consumer.assignment())
+def readiness(worker: KpiWorker) -> dict[str, Any]:
+    """Ready when the tables are recovered, no rebalance is running and the broker answers.
+
+    Redis is not required: without it the worker keeps processing, so it is reported under
+    `degraded` while the worker stays ready.
+    """
+    broker = worker.broker_reachable()
+    ready = worker.recovered and not worker.app.rebalancing and broker
+    degraded = [] if worker.feed.up else ["redis"]
     return {
-        "ready": worker.recovered and not worker.app.rebalancing,
-        "tables_recovered": worker.recovered,
-        "rebalancing": bool(worker.app.rebalancing),
-        "partitions": sorted(worker.engines),
-        "broker_assignment": consumer_ok,
-        "redis": "up" if worker.feed.up else ("unknown" if worker.feed.up is None else "down"),
+        "ready": ready,
+        "status": ("degraded" if degraded else "ok") if ready else "not_ready",
+        "degraded": degraded,
+        "checks": {
+            "tables_recovered": worker.recovered,
+            "rebalancing": bool(worker.app.rebalancing),
+            "broker": {"reachable": broker, "error": worker.broker_error},
+            "redis": redis_status(worker),
+        },
+        "partitions": sorted(worker.owned_partitions()),
+        "worker": worker.worker_id,
     }
 
 
-def _kpis_response(web: Any, worker: KpiWorker, request: Any, *, program: str | None) -> Any:
-    window = request.query.get("window")
+def redis_status(worker: KpiWorker) -> dict[str, Any]:
+    feed = worker.feed
+    state = "unknown" if feed.up is None else ("up" if feed.up else "down")
+    status: dict[str, Any] = {"status": state}
+    if feed.up is False:
+        status["error"] = feed.last_error
+        if feed.down_since is not None:
+            status["down_since"] = format_utc(feed.down_since)
+    return status
+
+
+def kpis_document(
+    worker: KpiWorker, window: str | None, *, program: str | None
+) -> tuple[int, dict[str, Any]]:
+    """The status code and body of `/kpis` (program None) or `/kpis/{program}`."""
     if window is not None and window not in worker.window_names:
-        return web.json(
-            {"error": f"unknown window {window!r}", "windows": worker.window_names}, status=400
-        )
+        return 400, {"error": f"unknown window {window!r}", "windows": worker.window_names}
 
-    degraded = None
-    snapshot = worker.global_snapshot if worker.feed.up else None
-    if snapshot is None:
-        snapshot = worker.local_snapshot()
-        degraded = (
-            "Redis is unavailable: these KPIs cover only this worker's partitions "
-            f"({sorted(worker.engines)})"
-        )
-    snapshot = copy.deepcopy(snapshot)
-
+    snapshot, degraded = _served_snapshot(worker)
     if program is not None:
-        known = {scope for scopes in snapshot["windows"].values() for scope in scopes}
-        if program not in known:
-            return web.json({"error": f"unknown programme {program!r}"}, status=404)
-        for scopes in snapshot["windows"].values():
-            kept = scopes.get(program)
-            scopes.clear()
-            if kept is not None:
-                scopes[program] = kept
-        snapshot["targets"] = [t for t in snapshot["targets"] if t["program"] == program]
-        snapshot["success_rate"] = {
-            k: v for k, v in snapshot["success_rate"].items() if k == program
-        }
+        if program not in _programs(snapshot):
+            return 404, {"error": f"unknown programme {program!r}", "programs": _programs(snapshot)}
+        snapshot = only_program(snapshot, program)
     if window is not None:
-        snapshot["windows"] = {window: snapshot["windows"][window]}
-        snapshot["targets"] = [t for t in snapshot["targets"] if t["window"] == window]
-    if degraded:
+        snapshot = only_window(snapshot, window)
+    if degraded is not None:
         snapshot["degraded"] = degraded
-    return web.json(snapshot)
+    return 200, snapshot
+
+
+def _served_snapshot(worker: KpiWorker) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    if worker.feed.up and worker.global_snapshot is not None:
+        return dict(worker.global_snapshot), None
+
+    owned = sorted(worker.owned_partitions())
+    if not worker.feed.up:
+        reason = "redis_unavailable"
+        detail = (
+            f"Redis is unavailable ({worker.feed.last_error or 'not reached yet'}): these KPIs "
+            "cover only this worker's partitions"
+        )
+    else:
+        reason = "global_snapshot_incomplete"
+        detail = (
+            "not every partition has been published to Redis yet "
+            f"(seen {list(worker.global_partitions_seen)} of {worker.partitions}): these KPIs "
+            "cover only this worker's partitions"
+        )
+    degraded = {
+        "reason": reason,
+        "detail": detail,
+        "partitions": owned,
+        "partitions_total": worker.partitions,
+        "served_at": format_utc(time.time()),
+    }
+    return worker.local_snapshot(), degraded
+
+
+def _programs(snapshot: dict[str, Any]) -> list[str]:
+    return sorted({scope for scopes in snapshot["windows"].values() for scope in scopes})
+
+
+def only_program(snapshot: dict[str, Any], program: str) -> dict[str, Any]:
+    """The snapshot cut down to one programme (scope), its targets and its success rate."""
+    cut = dict(snapshot)
+    cut["windows"] = {
+        window: {program: scopes[program]} if program in scopes else {}
+        for window, scopes in snapshot["windows"].items()
+    }
+    cut["targets"] = [t for t in snapshot.get("targets", []) if t["program"] == program]
+    cut["success_rate"] = {
+        k: v for k, v in snapshot.get("success_rate", {}).items() if k == program
+    }
+    return cut
+
+
+def only_window(snapshot: dict[str, Any], window: str) -> dict[str, Any]:
+    """The snapshot cut down to one window and the targets judged on it."""
+    cut = dict(snapshot)
+    cut["windows"] = {window: snapshot["windows"].get(window, {})}
+    cut["targets"] = [t for t in snapshot.get("targets", []) if t["window"] == window]
+    return cut

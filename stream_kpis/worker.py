@@ -19,6 +19,13 @@ counts of a partition with the last offset counted per stream.
 
 Windows move with the clock when the KPIs are read (`/metrics`, `/kpis`, the Redis feed), not
 by timers: Faust tables cannot be written from a timer, and nothing needs to be.
+
+Two timers run beside the agents: `_publish` writes the owned partitions to Redis and merges
+the global snapshot (see stream_kpis.feed), and `_watch_consumer` asks the broker for the high
+watermarks of the owned partitions, which gives the consumer lag and tells `/readyz` whether
+the broker answers. On the event-time clock, the workers of a group share one clock through
+the feed: each reads its partitions at the newest clock any partition was published with, so
+that the merged snapshot and the summed metrics are read at one time, as `compute` reads.
 """
 
 from __future__ import annotations
@@ -34,22 +41,25 @@ from typing import Any
 
 import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from faust.types import TP
 from prometheus_client import CollectorRegistry
 
 from stream_kpis.aggregates import WindowCounts, merge_counts
-from stream_kpis.configure import contract_config, engine_config, load_judge
+from stream_kpis.configure import contract_config, engine_config, targets_judge
 from stream_kpis.deadletter import dead_letter_headers
 from stream_kpis.engine import Outcome, PartitionEngine
-from stream_kpis.errors import StreamKpisError
+from stream_kpis.errors import FeedError, StreamKpisError
 from stream_kpis.events import TOPIC_ROLES, Event, Rejection, decode
-from stream_kpis.feed import RedisFeed, encode_partition
+from stream_kpis.feed import DEFAULT_TTL_SECONDS, MergedPartitions, RedisFeed, encode_partition
 from stream_kpis.logthrottle import throttle_handlers
-from stream_kpis.metrics import WorkerMetrics
+from stream_kpis.metrics import BY_SUBJECT_TOPIC, WorkerMetrics
 from stream_kpis.outcomes import OutcomeCounts, count_invalid, new_counts
 from stream_kpis.outcomes import merge_counts as merge_outcomes
 from stream_kpis.partitions import PartitionTable, partition_for_subject
 from stream_kpis.settings import Settings
 from stream_kpis.snapshot import build_snapshot
+from stream_kpis.targets import Target, load_targets, target_programs
+from stream_kpis.timefmt import format_utc
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +73,13 @@ CLOCK_HEADER = "stream_kpis.clock"
 STREAM_HEADER = "stream_kpis.stream"
 # The offset of a forwarded event in the stream it first arrived in: its redelivery guard.
 OFFSET_HEADER = "stream_kpis.offset"
+# How long one broker round trip of the consumer watch may take before the broker counts as
+# unreachable, and how old the last answer may be for /readyz to call the broker reachable.
+BROKER_CHECK_TIMEOUT_SECONDS = 5.0
+BROKER_ANSWER_MAX_AGE_SECONDS = 30.0
+# How often the consumer watch asks the broker: the lag needs no more, and each round costs
+# one request to the broker.
+CONSUMER_WATCH_INTERVAL_SECONDS = 2.0
 
 
 class WorkerError(StreamKpisError):
@@ -74,8 +91,13 @@ class KpiWorker:
         self.settings = settings
         self.config = engine_config(settings)
         self.contract = contract_config(settings)
-        self.judge = load_judge(settings, self.config)
         self.window_names = [spec.name for spec in self.config.windows]
+        targets: list[Target] = (
+            load_targets(settings.targets_file, windows=self.window_names)
+            if settings.targets_file is not None
+            else []
+        )
+        self.judge = targets_judge(targets)
         self.partitions = settings.topic_partitions
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
@@ -91,14 +113,28 @@ class KpiWorker:
         self._source_clocks: dict[tuple[str, int], float] = {}
         self.recovered = False
         self.global_snapshot: dict[str, Any] | None = None
-        self.global_partitions_seen = 0
+        self.global_partitions_seen: tuple[int, ...] = ()
+        # Partitions lost in a rebalance whose Redis state is still to be deleted.
+        self._lost_partitions: set[int] = set()
+        # The next input offset to process per owned (topic, partition), for the consumer lag.
+        self._next_offsets: dict[tuple[str, int], int] = {}
+        self.broker_answered_at: float | None = None
+        self.broker_error: str | None = None
 
         self.registry = CollectorRegistry()
         self.metrics = WorkerMetrics(
-            self.registry, read_components=self.read_partitions, max_programs=settings.max_programs
+            self.registry,
+            read_components=self.read_partitions,
+            max_programs=settings.max_programs,
+            programs=target_programs(targets),
         )
         self.feed = RedisFeed(
-            settings.redis_url, prefix=settings.redis_key_prefix, partitions=self.partitions
+            settings.redis_url,
+            prefix=settings.redis_key_prefix,
+            partitions=self.partitions,
+            # Long enough to outlive a few missed rounds, short enough that the state of a
+            # partition nobody owns any more stops counting soon.
+            ttl_seconds=max(DEFAULT_TTL_SECONDS, 10 * settings.snapshot_interval_seconds),
         )
         self.app = self._make_app()
         self._declare_streams()
@@ -184,6 +220,7 @@ class KpiWorker:
         )
         app.on_rebalance_complete.connect(self._on_rebalance_complete)  # type: ignore[arg-type]
         app.timer(self.settings.snapshot_interval_seconds)(self._publish)
+        app.timer(CONSUMER_WATCH_INTERVAL_SECONDS)(self._watch_consumer)
 
         from stream_kpis.web import register_views
 
@@ -273,6 +310,7 @@ class KpiWorker:
         for event in batch:
             message = event.message
             partition = message.partition
+            self._next_offsets[(message.topic, partition)] = message.offset + 1
             role = self._role(message, forward)
             result = decode(message.value, role, now=time.time(), config=self.contract)
             if isinstance(result, Rejection):
@@ -409,6 +447,7 @@ class KpiWorker:
         if newest is not None:
             engine.watermark = newest
             self.event_clock = max(self.event_clock, newest)
+            self.metrics.set_watermark(partition, newest)
         engine.rebuild(keys, clock=self.clock())
         self.engines[partition] = engine
         self._load_outcomes(engine)
@@ -420,7 +459,12 @@ class KpiWorker:
             del self.engines[partition]
             self.outcomes.pop(partition, None)
             self._invalid_offsets.pop(partition, None)
+            self._lost_partitions.add(partition)
             logger.info("partition %d revoked: its aggregates are dropped", partition)
+        self._lost_partitions -= owned
+        # Offsets seen under an earlier ownership say nothing about the new position.
+        kept = set(self.engines)
+        self._next_offsets = {tp: o for tp, o in self._next_offsets.items() if tp[1] in kept}
         for partition in owned - set(self.engines):
             self._build_engine(partition)
         self.metrics.set_assigned_partitions(owned)
@@ -461,9 +505,15 @@ class KpiWorker:
         return clock
 
     def read_partitions(self) -> dict[int, WindowCounts]:
+        """Components of the partitions this worker owns now, read at the clock.
+
+        During a rebalance the engines of revoked partitions live on until it completes; they
+        are left out as soon as the assignment no longer names them.
+        """
         clock = self.clock()
         self.metrics.set_clock(clock)
-        return {p: engine.read(clock) for p, engine in sorted(self.engines.items())}
+        owned = self.owned_partitions()
+        return {p: engine.read(clock) for p, engine in sorted(self.engines.items()) if p in owned}
 
     def local_snapshot(self, program: str | None = None) -> dict[str, Any]:
         counts = merge_counts(self.read_partitions().values())
@@ -477,40 +527,145 @@ class KpiWorker:
         )
 
     async def _publish(self) -> None:
-        """Publish owned partitions to Redis, then merge every partition into the snapshot."""
-        if not self.recovered:
+        """Publish the owned partitions to Redis, then merge every partition into the snapshot.
+
+        Nothing is published during a rebalance, nor a partition the assignment no longer
+        names; Redis refuses state from an older consumer-group generation (see feed.py). The
+        merged snapshot is written only when every partition is in Redis; otherwise this
+        worker serves the one stored last. Redis trouble is logged and counted, never raised.
+        """
+        if not self.recovered or self.app.rebalancing:
             return
+        generation = self.app.consumer_generation_id
+        try:
+            if self._lost_partitions:
+                await self.feed.forget_partitions(self._lost_partitions, generation=generation)
+                self._lost_partitions.clear()
+            if self.settings.clock == "event":
+                self._adopt_clock(await self.feed.read_clock())
+            await self._publish_owned(generation)
+            merged = await self.feed.read_partitions()
+            if self.settings.clock == "event":
+                self._adopt_clock(merged.clock)
+            snapshot: dict[str, Any] | None
+            if merged.complete:
+                snapshot = self._global_snapshot(merged)
+                await self.feed.publish_snapshot(snapshot)
+            else:
+                snapshot = await self.feed.read_snapshot()
+        except FeedError as exc:
+            self.metrics.set_redis_up(False)
+            self.metrics.count_publish_error()
+            logger.debug("snapshot not published: %s", exc)
+            return
+        self.metrics.set_redis_up(True)
+        self.global_snapshot = snapshot
+        self.global_partitions_seen = merged.partitions
+
+    def _adopt_clock(self, group_clock: float | None) -> None:
+        """On event time, read at the newest clock of the whole group, not only our own."""
+        if group_clock is not None and group_clock > self.event_clock:
+            self.event_clock = group_clock
+
+    def _global_snapshot(self, merged: MergedPartitions) -> dict[str, Any]:
+        snapshot = build_snapshot(
+            merged.counts,
+            as_of=merged.clock if merged.clock is not None else self.clock(),
+            window_names=self.window_names,
+            events=merged.events,
+            judge=self.judge,
+        )
+        snapshot["published_at"] = format_utc(time.time())
+        return snapshot
+
+    async def _publish_owned(self, generation: int) -> None:
         clock = self.clock()
         owned = self.owned_partitions()
         payloads: Mapping[int, str] = {
             p: encode_partition(
-                engine.read(clock), self.outcomes.get(p, new_counts()),
-                clock=clock, worker=self.worker_id,
+                engine.read(clock),
+                self._outcomes(p),
+                clock=clock,
+                worker=self.worker_id,
             )
             for p, engine in self.engines.items()
             if p in owned
         }
-        published = await self.feed.publish_partitions(payloads)
-        self.metrics.set_redis_up(published)
-        if not published:
-            self.metrics.count_publish_error()
-            return
-        try:
-            counts, outcomes, as_of, seen = await self.feed.read_partitions()
-            snapshot = build_snapshot(
-                counts,
-                as_of=as_of if as_of is not None else clock,
-                window_names=self.window_names,
-                events=outcomes,
-                judge=self.judge,
+        refused = await self.feed.publish_partitions(
+            payloads, generation=generation, worker=self.worker_id, clock=clock
+        )
+        if refused:
+            logger.warning(
+                "Redis holds partitions %s from a newer consumer-group generation than ours "
+                "(%d): another worker owns them now, this worker waits for its rebalance",
+                refused,
+                generation,
             )
-            await self.feed.publish_snapshot(snapshot)
-        except Exception as exc:  # noqa: BLE001 - Redis trouble must not stop the worker
-            self.metrics.count_publish_error()
-            logger.warning("could not publish the global snapshot: %s", exc)
+
+    # -- the consumer and the broker -------------------------------------------------------
+
+    async def _watch_consumer(self) -> None:
+        """Ask the broker for the owned partitions' high watermarks; set the consumer lag.
+
+        Lag is the high watermark minus the next offset to process: the offset after the
+        last message processed here, or, before the first one, the consumer's position
+        (asked once, then followed by processing). A successful answer is also what `/readyz`
+        calls a reachable broker.
+        """
+        if not self.recovered or self.app.rebalancing:
             return
-        self.global_snapshot = snapshot
-        self.global_partitions_seen = seen
+        consumer = self.app.consumer
+        owned = self._owned_topic_partitions()
+        # With nothing assigned, one partition still shows whether the broker answers.
+        asked = owned or [TP(self.settings.input_topics["sessions"], 0)]
+        try:
+            highwaters = await asyncio.wait_for(
+                consumer.highwaters(*asked), BROKER_CHECK_TIMEOUT_SECONDS
+            )
+        except Exception as exc:  # noqa: BLE001 - any failure means no answer from the broker
+            self.broker_error = f"{type(exc).__name__}: {exc}"
+            logger.debug("broker did not answer for high watermarks: %s", self.broker_error)
+            return
+        self.broker_answered_at = time.time()
+        self.broker_error = None
+
+        for tp in owned:
+            highwater = highwaters.get(tp)
+            position = await self._next_offset(tp)
+            if highwater is None or position is None:
+                continue
+            label = self.role_of_topic.get(tp.topic, BY_SUBJECT_TOPIC)
+            self.metrics.set_consumer_lag(label, tp.partition, max(highwater - position, 0))
+
+    def _owned_topic_partitions(self) -> list[TP]:
+        topics = {*self.settings.input_topics.values(), self.by_subject.get_topic_name()}
+        try:
+            assigned = self.app.assignor.assigned_actives()
+        except Exception:  # noqa: BLE001 - no assignment yet
+            return []
+        return sorted(
+            (TP(tp.topic, tp.partition) for tp in assigned if tp.topic in topics),
+            key=lambda tp: (tp.topic, tp.partition),
+        )
+
+    async def _next_offset(self, tp: TP) -> int | None:
+        known = self._next_offsets.get((tp.topic, tp.partition))
+        if known is not None:
+            return known
+        try:
+            position = await asyncio.wait_for(
+                self.app.consumer.position(tp), BROKER_CHECK_TIMEOUT_SECONDS
+            )
+        except Exception:  # noqa: BLE001 - unknown for now; the next round asks again
+            return None
+        if position is None:
+            return None
+        self._next_offsets[(tp.topic, tp.partition)] = int(position)
+        return int(position)
+
+    def broker_reachable(self) -> bool:
+        answered = self.broker_answered_at
+        return answered is not None and time.time() - answered <= BROKER_ANSWER_MAX_AGE_SECONDS
 
 
 def run_worker(settings: Settings) -> None:

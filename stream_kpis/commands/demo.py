@@ -219,7 +219,7 @@ def _render(snapshot: dict[str, Any], total: int) -> Group:
     footer = Text(
         f"events: {events.get('accepted', 0)} accepted of {total} replayed, "
         f"{invalid} invalid, {events.get('duplicate', 0)} duplicate"
-        + (f"   [{snapshot['degraded']}]" if snapshot.get("degraded") else "")
+        + (f"   [{snapshot['degraded']['detail']}]" if snapshot.get("degraded") else "")
     )
     return Group(table, footer)
 

@@ -193,6 +193,7 @@ class KpiWorker:
 
     def _declare_streams(self) -> None:
         app, s = self.app, self.settings
+
         def raw_topic(name: str, *, internal: bool = False) -> Any:
             return app.topic(
                 name,
@@ -343,7 +344,9 @@ class KpiWorker:
 
     def _dead_letter(self, message: Any, role: str, rejection: Rejection) -> None:
         headers = dead_letter_headers(
-            rejection, source_topic=message.topic, partition=message.partition,
+            rejection,
+            source_topic=message.topic,
+            partition=message.partition,
             offset=message.offset,
         )
         # Sent again when the message is read again: a dead letter may repeat (its headers
@@ -362,8 +365,13 @@ class KpiWorker:
         count_invalid(counts, rejection.reason)
         self._invalid_changed.add(partition)
         self.metrics.count_invalid(role, rejection.reason)
-        logger.debug("dead-lettered %s:%d@%d: %s", message.topic, message.partition,
-                     message.offset, rejection.reason)
+        logger.debug(
+            "dead-lettered %s:%d@%d: %s",
+            message.topic,
+            message.partition,
+            message.offset,
+            rejection.reason,
+        )
 
     def _apply(self, event: Event, role: str, message: Any) -> None:
         if event.time > self.event_clock:
@@ -437,7 +445,8 @@ class KpiWorker:
             partition=partition,
         )
         keys = [
-            key for key, record in self.subjects.data.items()
+            key
+            for key, record in self.subjects.data.items()
             if isinstance(record, dict) and record.get("p") == partition
         ]
         newest = max(

@@ -5,11 +5,16 @@ clock T fixed, and no fact of the subject later than T). Such a function is stor
 
     value(w0) = base + sum of delta_k for every k with w0 <= x_k
 
-so a contribution is a dict {(scope, component, x): delta} with x = None for the base. The
-x values are floored to the finest bucket: since every window start is a multiple of its
-bucket, `w0 <= x` and `w0 <= floor(x)` agree. Adding contributions of many subjects gives
-per-bucket histograms; a window is then `base + sum of the buckets at or after w0`, and `all`
-is `base + every bucket`.
+so a scope's part is a dict {(component, x): delta} with x = None for the base. The x values
+are floored to the finest bucket: since every window start is a multiple of its bucket,
+`w0 <= x` and `w0 <= floor(x)` agree. Adding contributions of many subjects gives per-bucket
+histograms; a window is then `base + sum of the buckets at or after w0`, and `all` is
+`base + every bucket`.
+
+A contribution maps a tuple of scopes to the part they share: a subject of one programme (most
+subjects) adds the same part to its programme and to `all`, so it is built, stored and applied
+once, as {(program, "all"): part}; a subject of several programmes has one part per programme
+and one for `all`.
 
 Facts later than the clock are left out, and the clock at which the next one comes due (or an
 unfinished session times out) is returned, so that the caller can recompute then.
@@ -18,6 +23,7 @@ unfinished session times out) is returned, so that the caller can recompute then
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
@@ -36,7 +42,6 @@ from stream_kpis.subject import (
     STARTED,
     Record,
     SessionRules,
-    histogram_index,
     survey_counts,
 )
 
@@ -44,10 +49,15 @@ ALL_SCOPE = "all"
 # Folded items older than every window are stored at this time: before any window start.
 ANCIENT = 0.0
 
-Key = tuple[str, str, float | None]
-Contribution = dict[Key, Any]
+Key = tuple[str, int | None]  # (component, x floored to the fine bucket)
+Part = dict[Key, Any]
+Contribution = dict[tuple[str, ...], Part]
 
 _ZERO = Decimal(0)
+_ANCIENT_BUCKET = math.floor(ANCIENT)
+# The nonzero (component, count) pairs of one survey answer, by (kind, score): `survey_counts`
+# remembered, since the same few answers repeat.
+_SURVEY_PAIRS: dict[tuple[str, int], tuple[tuple[str, int], ...]] = {}
 
 
 class _Facts:
@@ -99,25 +109,19 @@ def contribution(
     """The subject's contribution at `clock`, and when it next changes (or None)."""
     due = _Due(clock)
     by_program = _facts_by_program(record, due, rules)
-    result: Contribution = {}
     if not by_program:
-        return result, due.at
+        return {}, due.at
 
     if len(by_program) == 1:
         ((program, facts),) = by_program.items()
-        part = _scope_contribution(facts, fine_bucket_seconds)
-        for (component, x), value in part.items():
-            result[(program, component, x)] = value
-            result[(ALL_SCOPE, component, x)] = value
-        return result, due.at
+        return {(program, ALL_SCOPE): _scope_contribution(facts, fine_bucket_seconds)}, due.at
 
+    result: Contribution = {}
     everything = _Facts()
     for program, facts in by_program.items():
-        for (component, x), value in _scope_contribution(facts, fine_bucket_seconds).items():
-            result[(program, component, x)] = value
+        result[(program,)] = _scope_contribution(facts, fine_bucket_seconds)
         everything.merge(facts)
-    for (component, x), value in _scope_contribution(everything, fine_bucket_seconds).items():
-        result[(ALL_SCOPE, component, x)] = value
+    result[(ALL_SCOPE,)] = _scope_contribution(everything, fine_bucket_seconds)
     return result, due.at
 
 
@@ -185,8 +189,8 @@ def _subscription_transitions(
             facts.revenue_times.append(time)
 
 
-def _scope_contribution(facts: _Facts, fine: int) -> dict[tuple[str, float | None], Any]:
-    out: dict[tuple[str, float | None], Any] = {}
+def _scope_contribution(facts: _Facts, fine: int) -> Part:
+    out: Part = {}
 
     def add(component: str, x: float | None, value: Any) -> None:
         if not value:
@@ -196,8 +200,8 @@ def _scope_contribution(facts: _Facts, fine: int) -> dict[tuple[str, float | Non
 
     _cohort(facts.transitions, fine, add)
     _revenue(facts, add)
-    _sessions(facts, add)
-    _surveys(facts, add)
+    _sessions(facts, out, fine)
+    _surveys(facts, out, fine)
     return {key: value for key, value in out.items() if value}
 
 
@@ -299,24 +303,43 @@ def _last_session_end(facts: _Facts) -> float | None:
     return max([*ends, *old_ends], default=None)
 
 
-def _sessions(facts: _Facts, add: Any) -> None:
+def _sessions(facts: _Facts, out: Part, fine: int) -> None:
+    # Written out rather than through `add`: sessions are most of a subject's facts, and this
+    # runs for every session of a subject each time the subject changes.
+    get = out.get
     for end, duration, converted, goal in facts.sessions:
-        add("sessions", end, 1)
-        add("session_duration_seconds", end, duration)
-        add("converted_sessions", end, int(converted is True))
-        add("goal_sessions", end, int(goal is not None))
-        add("goal_reached_sessions", end, int(goal is True))
-        add(
-            HISTOGRAM_COMPONENTS[histogram_index(duration, SESSION_DURATION_BUCKETS_SECONDS)],
-            end,
-            1,
-        )
+        x = math.floor(end / fine) * fine
+        key: Key = ("sessions", x)
+        out[key] = get(key, 0) + 1
+        if duration:
+            key = ("session_duration_seconds", x)
+            out[key] = get(key, 0) + duration
+        if converted is True:
+            key = ("converted_sessions", x)
+            out[key] = get(key, 0) + 1
+        if goal is not None:
+            key = ("goal_sessions", x)
+            out[key] = get(key, 0) + 1
+            if goal is True:
+                key = ("goal_reached_sessions", x)
+                out[key] = get(key, 0) + 1
+        key = (HISTOGRAM_COMPONENTS[bisect_left(SESSION_DURATION_BUCKETS_SECONDS, duration)], x)
+        out[key] = get(key, 0) + 1
     for totals in facts.old:
         for name, value in zip(OLD_FIELDS[1:], totals[1:], strict=True):
-            add(name, ANCIENT, value)
+            if value:
+                key = (name, _ANCIENT_BUCKET)
+                out[key] = get(key, 0) + value
 
 
-def _surveys(facts: _Facts, add: Any) -> None:
+def _surveys(facts: _Facts, out: Part, fine: int) -> None:
+    get = out.get
     for time, kind, score in facts.surveys:
-        for name, value in zip(SURVEY_COMPONENTS, survey_counts(kind, score), strict=True):
-            add(name, time, value)
+        x = math.floor(time / fine) * fine
+        pairs = _SURVEY_PAIRS.get((kind, score))
+        if pairs is None:
+            counts = zip(SURVEY_COMPONENTS, survey_counts(kind, score), strict=True)
+            pairs = _SURVEY_PAIRS[(kind, score)] = tuple(pair for pair in counts if pair[1])
+        for name, value in pairs:
+            key = (name, x)
+            out[key] = get(key, 0) + value

@@ -106,6 +106,11 @@ class PartitionEngine:
         self._contributions: dict[str, Contribution] = {}
         self._due: list[tuple[float, str]] = []
         self._dirty: dict[str, Record] = {}
+        # Subjects whose facts changed since their contribution was last derived: derived
+        # once per flush (or read), not once per event, since a batch often holds several
+        # events of one subject and a contribution costs about as much as all else together.
+        # Kept in arrival order (a dict), so that sums are added in the same order every run.
+        self._stale: dict[str, None] = {}
         # Messages by outcome (accepted, duplicate, no_effect, late) over the partition's
         # records: each record counts its own, so the totals recover with the records.
         self.outcome_counts: dict[str, int] = dict.fromkeys(TALLIED_OUTCOMES, 0)
@@ -167,7 +172,7 @@ class PartitionEngine:
         if late:
             self._tally(record, "late")
         self._dirty[key] = record
-        self._refresh(key, record)
+        self._stale[key] = None
         return Applied(Outcome.ACCEPTED if effective else Outcome.NO_EFFECT, late)
 
     def _tally(self, record: Record, outcome: str) -> None:
@@ -177,6 +182,7 @@ class PartitionEngine:
 
     def flush(self) -> list[str]:
         """Write every record changed since the last flush back to the store, once each."""
+        self._refresh_stale()
         written = list(self._dirty)
         for key, record in self._dirty.items():
             forget_expired(
@@ -198,6 +204,7 @@ class PartitionEngine:
     def read(self, clock: float) -> WindowCounts:
         """Components of every window and scope at the clock (or the engine's later one)."""
         self._move_clock(clock)
+        self._refresh_stale()
         return self._aggregates.read(self.clock)
 
     def _move_clock(self, clock: float) -> None:
@@ -205,9 +212,18 @@ class PartitionEngine:
             self.clock = clock
         while self._due and self._due[0][0] <= self.clock:
             _, key = heapq.heappop(self._due)
+            if key in self._stale:
+                continue  # derived at the next flush, at a clock at least this late
             record = self._dirty.get(key) or self.records.get(key)
             if record is not None:
                 self._refresh(key, record)
+
+    def _refresh_stale(self) -> None:
+        for key in self._stale:
+            record = self._dirty.get(key) or self.records.get(key)
+            if record is not None:
+                self._refresh(key, record)
+        self._stale.clear()
 
     def _refresh(self, key: str, record: Record) -> None:
         new, due_at = contribution(

@@ -46,7 +46,15 @@ def worker_env(prefix: str, bootstrap: str, redis_url: str, **extra: str) -> dic
 
 
 class WorkerProcess:
-    def __init__(self, env: dict[str, str], log_dir: Path, name: str = "worker") -> None:
+    def __init__(
+        self,
+        env: dict[str, str],
+        log_dir: Path,
+        name: str = "worker",
+        auth: tuple[str, str] | None = None,
+    ) -> None:
+        """`auth`: the HTTP basic auth user and password the worker's views want, if any."""
+        self.auth = auth
         self.port = free_port()
         self.env = {**os.environ, **env, "STREAM_KPIS_WEB_PORT": str(self.port)}
         self.log_path = log_dir / f"{name}-{self.port}.log"
@@ -60,6 +68,8 @@ class WorkerProcess:
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
+            # Faust keeps a data folder per app id in the working directory: the test's.
+            cwd=self.log_path.parent,
             start_new_session=True,
         )
         return self
@@ -71,7 +81,7 @@ class WorkerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"worker exited early:\n{self.log_tail()}")
             try:
-                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if httpx.get(f"{self.url}/readyz", timeout=2, auth=self.auth).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -79,7 +89,7 @@ class WorkerProcess:
         raise AssertionError(f"worker not ready in {timeout_seconds} s:\n{self.log_tail()}")
 
     def get(self, path: str, **params: Any) -> httpx.Response:
-        return httpx.get(f"{self.url}{path}", params=params, timeout=10)
+        return httpx.get(f"{self.url}{path}", params=params, timeout=10, auth=self.auth)
 
     def kpis(self) -> dict[str, Any]:
         response = self.get("/kpis")
@@ -200,3 +210,31 @@ def _close(a: Any, b: Any) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+def offline_snapshot(lines: list[str], **settings: Any) -> dict[str, Any]:
+    """What `stream-kpis compute` gives for the lines, with default settings (or `settings`)."""
+    from stream_kpis.compute import compute
+    from stream_kpis.configure import contract_config, engine_config, load_judge
+    from stream_kpis.settings import load_settings
+
+    loaded = load_settings(**settings)
+    config = engine_config(loaded)
+    return compute(
+        [line.encode() for line in lines],
+        config=config,
+        contract=contract_config(loaded),
+        judge=load_judge(loaded, config),
+    )
+
+
+def metric_samples(text: str, name: str) -> list[tuple[dict[str, str], float]]:
+    """The samples of one metric (full sample name, e.g. `x_total`) in a /metrics text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return [
+        (dict(sample.labels), float(sample.value))
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    ]

@@ -32,8 +32,7 @@ from stream_kpis.adapters import get, retime
 from stream_kpis.errors import StreamKpisError
 from stream_kpis.kpis import KPIS
 from stream_kpis.producer import Routing, produce
-from stream_kpis.services import start_kafka, start_redis
-from stream_kpis.services._process import can_connect, free_port
+from stream_kpis.services import can_connect, free_port, start_kafka, start_redis
 from stream_kpis.settings import load_settings
 
 DEFAULT_DATASETS = ("telco", "shoppers")
@@ -112,10 +111,18 @@ def demo_command(
 
         events = _demo_events(datasets)
         settings = load_settings(bootstrap_servers=bootstrap)
+        stopping = threading.Event()
+
+        def lines() -> Iterator[bytes]:
+            for event in events:
+                if stopping.is_set():
+                    return
+                yield json.dumps(event).encode()
+
         producer = threading.Thread(
             target=lambda: asyncio.run(
                 produce(
-                    (json.dumps(event).encode() for event in events),
+                    lines(),
                     settings=settings,
                     routing=Routing.from_settings(settings),
                     rate_per_second=rate,
@@ -124,6 +131,10 @@ def demo_command(
             daemon=True,
         )
         producer.start()
+        # Leaving the `with` block stops the worker, then Redis and Kafka: the producer must
+        # have let go of Kafka before that.
+        stack.callback(producer.join, 30)
+        stack.callback(stopping.set)
         _console.print(
             f"worker: {url}/kpis  {url}/metrics   replaying {len(events)} events "
             f"from {', '.join(datasets)} at {rate:g}/s; Ctrl-C stops"

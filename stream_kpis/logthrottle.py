@@ -5,8 +5,11 @@ two errors for each try (upstream aio-libs/aiokafka#496): hundreds of lines a se
 fill disks and cost CPU. `RepeatThrottle` lets the first line of each kind through, then at
 most one per `interval_seconds`, saying how many like it were held back. Lines of one kind
 share their logger and their message with the numbers taken out, so "Unable connect to node
-with id 1" and "... id 2" are one kind. stream-kpis' own loggers are never throttled: they
-do not repeat per message.
+with id 1" and "... id 2" are one kind.
+
+Only warnings and errors are throttled, and the INFO lines of the few loggers that repeat them
+per batch: the other INFO lines tell the worker's life (a rebalance's "Worker ready", say) and
+must all show. stream-kpis' own loggers are never throttled: they do not repeat per message.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ DEFAULT_INTERVAL_SECONDS = 30.0
 _NUMBERS = re.compile(r"(0x)?[0-9a-f]*[0-9][0-9a-f]*", re.IGNORECASE)
 _OWN_LOGGER = "stream_kpis"
 _DECIDED = "stream_kpis_throttle_passed"
+# Third-party loggers whose INFO lines repeat with every batch ("producer flush took 0.2").
+_NOISY_INFO_LOGGERS = frozenset({"faust.transport.producer"})
 
 
 class RepeatThrottle(logging.Filter):
@@ -38,6 +43,8 @@ class RepeatThrottle(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.name == _OWN_LOGGER or record.name.startswith(_OWN_LOGGER + "."):
+            return True
+        if record.levelno < logging.WARNING and record.name not in _NOISY_INFO_LOGGERS:
             return True
         # A record reaches every handler: decide once, and the same for all of them.
         decided = getattr(record, _DECIDED, None)

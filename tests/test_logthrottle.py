@@ -85,6 +85,32 @@ def test_own_log_lines_are_never_held_back():
     assert handler.lines == ["partition 1 revoked"] * 3
 
 
+def test_lifecycle_info_lines_all_show_but_noisy_ones_are_throttled():
+    clock = Clock()
+    handler = Collect()
+    handler.addFilter(RepeatThrottle(30.0, clock=clock))
+    recovery = logging.getLogger("tests.logthrottle.faust.tables.recovery")
+    producer = logging.getLogger("faust.transport.producer")
+    for log in (recovery, producer):
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    try:
+        for flush_seconds in (0.1, 0.2, 0.3):
+            recovery.info("Worker ready")
+            producer.info("producer flush took %s", flush_seconds)
+    finally:
+        for log in (recovery, producer):
+            log.removeHandler(handler)
+
+    assert handler.lines == [
+        "Worker ready",
+        "producer flush took 0.1",
+        "Worker ready",
+        "Worker ready",
+    ]
+
+
 def test_every_handler_gets_the_same_decision():
     root = logging.Logger("root-for-test")
     first, second = Collect(), Collect()

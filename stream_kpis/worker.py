@@ -55,7 +55,7 @@ from stream_kpis.logthrottle import throttle_handlers
 from stream_kpis.metrics import BY_SUBJECT_TOPIC, WorkerMetrics
 from stream_kpis.outcomes import OutcomeCounts, count_invalid, new_counts
 from stream_kpis.outcomes import merge_counts as merge_outcomes
-from stream_kpis.partitions import PartitionTable, partition_for_subject
+from stream_kpis.partitions import ChangelogBatch, PartitionTable, partition_for_subject
 from stream_kpis.settings import Settings
 from stream_kpis.snapshot import build_snapshot
 from stream_kpis.targets import Target, load_targets, target_programs
@@ -66,6 +66,7 @@ logger = logging.getLogger(__name__)
 BATCH_MAX_EVENTS = 2000
 EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z, the contract's oldest valid time
 BATCH_WITHIN_SECONDS = 0.05
+CHANGELOG_BATCH_BYTES = 512 * 1024
 ROLE_HEADER = "stream_kpis.role"
 # The apply clock of a forwarded event, fixed where it arrived: only there does arrival order
 # mean production order (see `_apply_clock`).
@@ -162,6 +163,9 @@ class KpiWorker:
             broker_session_timeout=s.broker_session_timeout_seconds,
             broker_heartbeat_interval=min(3.0, s.broker_session_timeout_seconds / 3),
             broker_commit_interval=1.0,
+            # Room for a batch's subject records in one produce batch per changelog partition
+            # (Faust's default, 16 KiB, holds about 35 records), below the broker's 1 MiB limit.
+            producer_max_batch_size=CHANGELOG_BATCH_BYTES,
             logging_config=None,
         )
 
@@ -171,6 +175,11 @@ class KpiWorker:
         if s.ssl_certfile:
             context.load_cert_chain(str(s.ssl_certfile), str(s.ssl_keyfile or "") or None)
         return context
+
+    def _kafka_producer(self) -> Any:
+        """The Kafka client inside Faust's started producer (Faust has no public accessor)."""
+        producer: Any = self.app.producer
+        return producer._ensure_producer()
 
     def _credentials(self) -> Any:
         s = self.settings
@@ -210,6 +219,8 @@ class KpiWorker:
             s.dead_letter_topic, key_serializer="raw", value_serializer="raw"
         )
         self.subjects = app.Table("subjects", partitions=self.partitions)
+        # Subject records changed by a batch go out as one produce batch per partition.
+        self._changelog = ChangelogBatch(self.subjects, self._kafka_producer)
         self.outcome_table = app.Table("outcomes", partitions=self.partitions)
 
         for role, topic in self.input_topics.items():
@@ -297,14 +308,17 @@ class KpiWorker:
         this returns. Faust flushes its producer before a commit too, but its flush can return
         while a message is still on its way from Faust's buffer into the Kafka client.
         """
-        # Cleared in place: the engines' table views append to this very list.
+        self._sending.extend(await self._changelog.send())
+        # Every agent waits for every message in flight, not only for those of its own batch:
+        # the futures stay in the list until waited for, so no agent can take another's away.
         sending = list(self._sending)
-        self._sending.clear()
         if sending:
             # Not gather(): cancelling it (a shutdown) would cancel Faust's own futures.
             await asyncio.wait(sending)
             for future in sending:
                 future.result()  # a send that failed for good must not let the batch commit
+        # Pruned in place: the outcome table views append to this very list.
+        self._sending[:] = [future for future in self._sending if not future.done()]
 
     def process_batch(self, batch: list[Any], *, forward: bool) -> None:
         touched: set[int] = set()
@@ -441,7 +455,7 @@ class KpiWorker:
     def _build_engine(self, partition: int) -> PartitionEngine:
         engine = PartitionEngine(
             self.config,
-            PartitionTable(self.subjects, partition, self._sending),
+            PartitionTable(self.subjects, partition, changelog=self._changelog),
             partition=partition,
         )
         keys = [

@@ -44,6 +44,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
+from stream_kpis import kafka_backoff
 from stream_kpis.aggregates import WindowCounts, merge_counts
 from stream_kpis.configure import contract_config, engine_config, targets_judge
 from stream_kpis.deadletter import dead_letter_headers
@@ -695,6 +696,7 @@ def run_worker(settings: Settings) -> None:
     """Start the worker and block until it is stopped (SIGTERM / Ctrl-C stop it cleanly)."""
     worker = KpiWorker(settings)
     throttle_handlers()
+    kafka_backoff.install()
     asyncio.run(worker.ensure_input_topics())
     faust_worker = faust.Worker(
         worker.app, loglevel=settings.log_level, quiet=True, override_logging=False

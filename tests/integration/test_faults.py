@@ -293,11 +293,13 @@ def test_broker_restart_mid_stream(kafka, redis_server, unique, tmp_path):
 
         assert worker.process is not None
         pid = worker.process.pid
+        log_lines_before = len(worker.log_path.read_bytes().splitlines())
         kafka.stop()
         try:
             cpu_before, wall_before = cpu_seconds(pid), time.monotonic()
             time.sleep(10)
             cpu_used, outage = cpu_seconds(pid) - cpu_before, time.monotonic() - wall_before
+            log_lines = len(worker.log_path.read_bytes().splitlines()) - log_lines_before
             assert worker.process.poll() is None, worker.log_tail()
         finally:
             kafka.start()
@@ -309,9 +311,12 @@ def test_broker_restart_mid_stream(kafka, redis_server, unique, tmp_path):
     finally:
         worker.stop()
 
-    print(f"worker CPU while the broker was down: {cpu_used:.2f} s in {outage:.1f} s")
-    # A worker spinning on reconnects would use a whole core; waiting uses next to nothing.
-    assert cpu_used < 0.5 * outage
+    print(f"while the broker was down: {cpu_used:.2f} s CPU and {log_lines} log lines")
+    # A worker spinning on reconnects uses a whole core (it did, before kafka_backoff);
+    # waiting uses next to nothing.
+    assert cpu_used < 0.25 * outage
+    # Unthrottled, the Kafka client logs two errors per reconnect try: thousands here.
+    assert log_lines < 200
     assert_same_kpis(got, expected)
     assert_same_outcomes(got, expected)
 

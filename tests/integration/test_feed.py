@@ -50,6 +50,7 @@ class Replayed:
     # Snapshots read from Redis while the second worker joined, and the one before it.
     before_join: dict[str, Any] = field(default_factory=dict)
     during_join: list[dict[str, Any]] = field(default_factory=list)
+    owners_before_join: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def produce(self, lines: list[str]) -> None:
         produce(self.bootstrap, self.prefix, lines)
@@ -85,6 +86,7 @@ def replayed(kafka, redis_server, tmp_path_factory) -> Iterator[Replayed]:
         first.start().wait_ready()
         state.produce(generated_lines(seed=11, events=2000))
         state.before_join = state.stable_snapshot()
+        state.owners_before_join = feed.partition_owners(PARTITIONS)
         state.during_join = _watch_while(feed, lambda: _join(second, feed))
         yield state
     finally:
@@ -140,8 +142,16 @@ def test_snapshot_holds_while_a_worker_joins(replayed):
         assert snapshot["events"] == before["events"]
         assert snapshot["targets"] == before["targets"]
 
+    # One worker wrote every partition before; after the move, each partition was written
+    # in the new generation, by both workers between them.
+    owners_before = replayed.owners_before_join
+    assert sorted(owners_before) == list(range(PARTITIONS))
+    assert len({owner["worker"] for owner in owners_before.values()}) == 1
+    (old_generation,) = {int(owner["generation"]) for owner in owners_before.values()}
     owners = replayed.feed.partition_owners(PARTITIONS)
-    assert {owner["generation"] for owner in owners.values()} == {"2"}, owners
+    (new_generation,) = {int(owner["generation"]) for owner in owners.values()}
+    assert new_generation > old_generation
+    assert len({owner["worker"] for owner in owners.values()}) == 2
 
 
 def test_redis_http_and_compute_agree(replayed):

@@ -160,20 +160,34 @@ def wait_for_stable_snapshot(
     describe: Callable[[], str] = lambda: "",
     timeout_seconds: float = 120,
     settle_seconds: float = 1.5,
+    stuck_seconds: float = 20,
 ) -> dict[str, Any]:
     """Wait until the snapshot accounts for every message and stays the same over a few
-    publish rounds (the workers have agreed on one clock and published at it)."""
+    publish rounds (the workers have agreed on one clock and published at it).
+
+    A snapshot that stays the same for `stuck_seconds` short of the expected messages fails at
+    once: messages were lost, and waiting longer would not bring them back.
+    """
     deadline = time.monotonic() + timeout_seconds
     previous: dict[str, Any] | None = None
+    unchanged_since = time.monotonic()
     snapshot: dict[str, Any] | None = None
     while time.monotonic() < deadline:
         snapshot = read()
-        if snapshot is None or messages_seen(snapshot) < expected_messages:
-            previous = None
-        elif previous is not None and content(previous) == content(snapshot):
+        same = (
+            snapshot is not None and previous is not None and content(previous) == content(snapshot)
+        )
+        if not same:
+            unchanged_since = time.monotonic()
+        if snapshot is not None and same and messages_seen(snapshot) >= expected_messages:
             return snapshot
-        else:
-            previous = snapshot
+        if same and time.monotonic() - unchanged_since > stuck_seconds:
+            assert snapshot is not None
+            raise AssertionError(
+                f"the snapshot settled at {messages_seen(snapshot)} of {expected_messages} "
+                f"messages (events: {snapshot.get('events')}):\n{describe()}"
+            )
+        previous = snapshot
         time.sleep(settle_seconds)
     seen = None if snapshot is None else snapshot.get("events")
     raise AssertionError(

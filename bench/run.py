@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", stream=sys.stderr
     )
+    for chatty in ("httpx", "aiokafka"):  # a line per poll or per metadata change
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     work_dir = Path(tempfile.mkdtemp(prefix="stream-kpis-bench-"))
     logger.info("worker logs and outputs in %s", work_dir)
     with _services(args) as (bootstrap_servers, redis_url):

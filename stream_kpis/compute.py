@@ -82,7 +82,12 @@ def compute(
         applied = engine.apply(event, clock=min(time, as_of))
         _count(counts, applied.outcome, applied.late)
     engine.flush()
-    logger.info("applied %d valid events for %d subjects", len(valid), engine.subject_count)
+    logger.info(
+        "applied %d valid events (%d duplicates) for %d subjects",
+        len(valid),
+        counts["duplicate"],
+        engine.subject_count,
+    )
 
     return build_snapshot(
         engine.read(as_of),

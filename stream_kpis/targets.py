@@ -102,8 +102,10 @@ def load_targets(path: str | Path, *, windows: Collection[str] | None = None) ->
             data = tomllib.load(file)
     except FileNotFoundError:
         raise TargetConfigError("file not found", path=source) from None
-    except tomllib.TOMLDecodeError as error:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise TargetConfigError(f"not valid TOML: {error}", path=source) from None
+    except OSError as error:
+        raise TargetConfigError(f"cannot be read: {error.strerror}", path=source) from None
 
     targets = parse_targets(data, source=source, windows=windows)
     logger.info("loaded %d targets from %s", len(targets), source)

@@ -44,7 +44,7 @@ def parse_duration_seconds(text: str, *, what: str = "duration") -> int:
     match = _DURATION.match(text)
     if not match or int(match.group(1)) <= 0:
         raise ConfigError(
-            f"{what} {text!r} is not a positive duration such as 90s, 15m, 1h, 7d or 2w"
+            f"{what}: {text!r} is not a positive whole duration such as 90s, 15m, 1h, 7d or 2w"
         )
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
 
@@ -63,9 +63,9 @@ def parse_window(text: str) -> WindowSpec:
             f"window name {name!r} in {text!r} must be 1-32 letters, digits, '_', '.' or '-' "
             f"and not {ALL_WINDOW!r}"
         )
-    length = parse_duration_seconds(duration_text, what=f"window length in {text!r}")
+    length = parse_duration_seconds(duration_text, what=f"window {text!r}, length")
     if bucket_text:
-        bucket = parse_duration_seconds(bucket_text, what=f"bucket in {text!r}")
+        bucket = parse_duration_seconds(bucket_text, what=f"window {text!r}, bucket")
     else:
         bucket = default_bucket_seconds(length)
     if bucket > length or length % bucket:
@@ -82,7 +82,10 @@ def parse_windows(texts: Iterable[str]) -> tuple[WindowSpec, ...]:
     names = [spec.name for spec in specs]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
-        raise ConfigError(f"window names must be unique; repeated: {', '.join(duplicates)}")
+        raise ConfigError(
+            f"window names must be unique; repeated: {', '.join(duplicates)} (give a "
+            "re-bucketed window its own name, e.g. hourly=1h/1h)"
+        )
     finest = fine_bucket_seconds(specs)
     return (*specs, WindowSpec(ALL_WINDOW, None, finest))
 

@@ -26,7 +26,9 @@ def _parse_as_of(value: str | None) -> float | None:
 
 
 @click.command("compute")
-@click.argument("events", type=click.Path(dir_okay=False, allow_dash=True, path_type=Path))
+@click.argument(
+    "events", type=click.Path(exists=True, dir_okay=False, allow_dash=True, path_type=Path)
+)
 @click.option(
     "--as-of",
     "as_of",

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 TOPIC_OF_TYPE = {kind: topic for topic, kinds in TYPES_BY_TOPIC.items() for kind in kinds}
 _PROGRESS_EVERY_LINES = 100_000
+_REJECTIONS_SHOWN = 10
 
 
 class ComputeError(StreamKpisError):
@@ -66,6 +67,7 @@ def compute(
         result = decode(raw, topic_of(raw), now=now, config=contract)
         if isinstance(result, Rejection):
             count_invalid(counts, result.reason)
+            _report_rejection(index + 1, result, sum(counts["invalid"].values()))
         else:
             valid.append((result.time, index, result))
 
@@ -96,6 +98,24 @@ def compute(
         events=counts,
         judge=judge,
     )
+
+
+def _report_rejection(line_number: int, rejection: Rejection, rejected_so_far: int) -> None:
+    """Say which line was invalid and why: the first few at WARNING, all at DEBUG.
+
+    Only the line number, reason code and field name go above DEBUG; the detail can hold a
+    value from the event (an id, say), so it is logged at DEBUG only.
+    """
+    if rejected_so_far <= _REJECTIONS_SHOWN:
+        logger.warning(
+            "line %d is invalid: %s%s",
+            line_number,
+            rejection.reason,
+            f" (field {rejection.field})" if rejection.field else "",
+        )
+        if rejected_so_far == _REJECTIONS_SHOWN:
+            logger.warning("further invalid lines are only counted (--log-level debug shows them)")
+    logger.debug("line %d: %s", line_number, rejection.detail)
 
 
 def _count(counts: dict[str, Any], outcome: Outcome, late: bool) -> None:

@@ -489,9 +489,7 @@ class KpiWorker:
         # Offsets seen under an earlier ownership say nothing about the new position.
         kept = set(self.engines)
         self._next_offsets = {tp: o for tp, o in self._next_offsets.items() if tp[1] in kept}
-        # Rebuild every owned partition, kept ones too: the tables have just been recovered,
-        # and an engine built at an earlier completion may predate records recovered since.
-        for partition in owned:
+        for partition in owned - set(self.engines):
             self._build_engine(partition)
         self.metrics.set_assigned_partitions(owned)
         self.recovered = True

@@ -12,10 +12,7 @@ from typing import Any
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream_kpis.compute import compute
-from stream_kpis.configure import contract_config, engine_config, load_judge
 from stream_kpis.generate import GeneratorConfig, generate
-from stream_kpis.settings import load_settings
 from stream_kpis.timefmt import format_utc
 from tests.workers import WorkerProcess
 
@@ -55,18 +52,6 @@ def csat_lines(label: str, at_seconds: float, count: int, *, program: str = "web
         )
         for i in range(count)
     ]
-
-
-def compute_snapshot(lines: list[str], **settings: Any) -> dict[str, Any]:
-    """What `stream-kpis compute` prints for the lines, with these settings."""
-    loaded = load_settings(**settings)
-    config = engine_config(loaded)
-    return compute(
-        [line.encode() for line in lines],
-        config=config,
-        contract=contract_config(loaded),
-        judge=load_judge(loaded, config),
-    )
 
 
 def metric_total(text: str, name: str) -> float:

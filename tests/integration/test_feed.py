@@ -23,7 +23,6 @@ import pytest
 from tests.integration.groups import (
     Feed,
     WorkerGroup,
-    compute_snapshot,
     content,
     csat_lines,
     generated_lines,
@@ -32,7 +31,7 @@ from tests.integration.groups import (
     newest_time,
     wait_for_stable_snapshot,
 )
-from tests.workers import WorkerProcess, assert_same_kpis, produce, worker_env
+from tests.workers import WorkerProcess, assert_same_kpis, offline_snapshot, produce, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -57,7 +56,7 @@ class Replayed:
         self.lines += lines
 
     def expected(self) -> dict[str, Any]:
-        return compute_snapshot(self.lines, targets_file=TARGETS_FILE)
+        return offline_snapshot(self.lines, targets_file=TARGETS_FILE)
 
     def stable_snapshot(self) -> dict[str, Any]:
         return wait_for_stable_snapshot(

@@ -24,12 +24,11 @@ from stream_kpis.kpis import KPIS
 from tests.integration.groups import (
     Feed,
     WorkerGroup,
-    compute_snapshot,
     csat_lines,
     generated_lines,
     wait_for_stable_snapshot,
 )
-from tests.workers import produce, worker_env
+from tests.workers import offline_snapshot, produce, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -94,7 +93,7 @@ def scraped(kafka, redis_server, prometheus_factory, tmp_path_factory) -> Iterat
         yield {
             "prometheus": prometheus,
             "rules": rules,
-            "expected": compute_snapshot(lines, targets_file=TARGETS_FILE),
+            "expected": offline_snapshot(lines, targets_file=TARGETS_FILE),
             "started_at": started_at,
             "group": group,
         }

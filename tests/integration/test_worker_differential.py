@@ -6,24 +6,17 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream_kpis.compute import compute
-from stream_kpis.configure import contract_config, engine_config, load_judge
 from stream_kpis.generate import GeneratorConfig, generate
-from stream_kpis.settings import load_settings
-from tests.workers import WorkerProcess, assert_same_kpis, produce, wait_for_counts, worker_env
+from tests.workers import (
+    WorkerProcess,
+    assert_same_kpis,
+    offline_snapshot,
+    produce,
+    wait_for_counts,
+    worker_env,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-def offline_snapshot(lines: list[str]) -> dict:
-    settings = load_settings()
-    config = engine_config(settings)
-    return compute(
-        [line.encode() for line in lines],
-        config=config,
-        contract=contract_config(settings),
-        judge=load_judge(settings, config),
-    )
 
 
 @pytest.mark.parametrize("key_mode", ["subject", "fixed"])

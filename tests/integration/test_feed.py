@@ -257,7 +257,9 @@ def test_redis_outage_keeps_processing_and_the_snapshot_comes_back(replayed, red
         _wait_for_processed(replayed.workers, len(replayed.lines))
 
         for worker in replayed.workers:
-            served = worker.kpis()
+            # A worker learns of the outage on its next publish: one interval plus, for a
+            # write caught in flight, the socket timeout.
+            served = _wait_for_degraded(worker)
             assert served["degraded"]["reason"] == "redis_unavailable"
             assert served["degraded"]["partitions_total"] == PARTITIONS
             ready = worker.get("/readyz")
@@ -277,7 +279,8 @@ def test_redis_outage_keeps_processing_and_the_snapshot_comes_back(replayed, red
     assert_same_kpis(after, replayed.expected())
     assert after["windows"]["1h"]["app"]["csat"]["denominator"] == 40
     for worker in replayed.workers:
-        assert "degraded" not in worker.kpis()
+        # Each worker serves the global snapshot again from its next publish on.
+        assert "degraded" not in _wait_for_degraded(worker, expected=False)
         assert worker.get("/readyz").json()["degraded"] == []
 
 
@@ -298,6 +301,21 @@ def _next_note(pubsub: Any, wanted: Any, timeout_seconds: float = 60) -> dict[st
             if wanted(note):
                 return dict(note)
     raise AssertionError(f"no notification on the updates channel in {timeout_seconds} s")
+
+
+def _wait_for_degraded(
+    worker: WorkerProcess, *, expected: bool = True, timeout_seconds: float = 30
+) -> dict[str, Any]:
+    """`GET /kpis` once the worker says it is degraded (or, expected False, no longer is)."""
+    deadline = time.monotonic() + timeout_seconds
+    served = worker.kpis()
+    while ("degraded" in served) != expected and time.monotonic() < deadline:
+        time.sleep(0.5)
+        served = worker.kpis()
+    assert ("degraded" in served) == expected, (
+        f"after {timeout_seconds} s the worker's /kpis has degraded={served.get('degraded')!r}"
+    )
+    return served
 
 
 def _wait_for_processed(workers: list[WorkerProcess], expected: int) -> None:

@@ -107,6 +107,11 @@ class ChangelogBatch:
 
     `producer` returns the started aiokafka producer to send with (Faust's own, so that its
     flush before a commit covers these messages too).
+
+    Every agent of the worker sends through the one batch, and a send can wait for Kafka
+    between two partitions; sends therefore take turns. Were they to interleave, a later
+    record of a subject could reach its partition before an earlier one, and the stale
+    record, read last, would be the state recovered after a rebalance or a restart.
     """
 
     def __init__(self, table: Any, producer: Callable[[], Any]) -> None:
@@ -118,6 +123,7 @@ class ChangelogBatch:
         self._table = table
         self._producer = producer
         self._queued: dict[int, list[tuple[bytes, bytes | None]]] = {}
+        self._turn = asyncio.Lock()
 
     def add(self, partition: int, key: str, value: Any) -> None:
         """Queue a write (`value` None deletes the key), serialised now."""
@@ -129,7 +135,14 @@ class ChangelogBatch:
         return sum(len(messages) for messages in self._queued.values())
 
     async def send(self) -> list[asyncio.Future[Any]]:
-        """Send every queued message; the futures complete when Kafka has them."""
+        """Send every queued message; the futures complete when Kafka has them.
+
+        Messages leave in the order they were queued, also when several agents send at once.
+        """
+        async with self._turn:
+            return await self._send_queued()
+
+    async def _send_queued(self) -> list[asyncio.Future[Any]]:
         if not self._queued:
             return []
         queued, self._queued = self._queued, {}

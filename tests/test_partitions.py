@@ -141,6 +141,45 @@ async def test_a_record_larger_than_a_batch_has_one_to_itself() -> None:
     assert table.data.persisted == {("app-subjects-changelog", 0): 2}
 
 
+class SlowPartitionProducer(RecordingProducer):
+    """Partition 0's first batch waits (a full queue in the Kafka client) until released."""
+
+    def __init__(self) -> None:
+        super().__init__(batch_bytes=512 * 1024)
+        self.release = asyncio.Event()
+
+    async def send_batch(self, batch: BatchBuilder, topic: str, *, partition: int) -> Any:
+        if partition == 0 and not self.release.is_set():
+            await self.release.wait()
+        return await super().send_batch(batch, topic, partition=partition)
+
+
+async def test_concurrent_sends_keep_each_partition_in_write_order() -> None:
+    table, producer = FakeTable(), SlowPartitionProducer()
+    changelog = ChangelogBatch(table, lambda: producer)
+    zero, one = (PartitionTable(table, p, changelog=changelog) for p in (0, 1))
+    # One agent's batch touches partitions 0 and 1; then another agent writes the same
+    # subject of partition 1 again and sends while the first send waits on partition 0.
+    zero["a"] = {"n": 1}
+    one["b"] = {"n": 1}
+    first = asyncio.ensure_future(changelog.send())
+    await asyncio.sleep(0)
+    one["b"] = {"n": 2}
+    second = asyncio.ensure_future(changelog.send())
+    for _ in range(5):
+        await asyncio.sleep(0)
+    producer.release.set()
+    await asyncio.gather(*await first, *await second)
+
+    written = [
+        json.loads(value or b"")
+        for _, p, messages in producer.sent
+        if p == 1
+        for _, value in messages
+    ]
+    assert written == [{"n": 1}, {"n": 2}], "the newest record of b is the last one in the log"
+
+
 def test_a_table_with_another_codec_is_refused() -> None:
     table = FakeTable()
     table.value_serializer = "pickle"  # type: ignore[assignment]

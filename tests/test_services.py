@@ -107,6 +107,31 @@ async def test_kafka_scram_listener_authenticates(kafka_factory, unique):
         await _produce(broker.sasl_bootstrap_servers, topic, [(b"k", b"v")], **scram("wrong"))
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"plain_users": {"p": "pw"}}, "plain_users need the SASL_SSL listener"),
+        ({"ssl_certfile": "cert.pem"}, "ssl_certfile and ssl_keyfile go together"),
+        ({"ssl_certfile": "nope.pem", "ssl_keyfile": "key.pem"}, "nope.pem does not exist"),
+        ({"ssl_certfile": "key.pem", "ssl_keyfile": "key.pem"}, "no BEGIN CERTIFICATE block"),
+        ({"ssl_certfile": "cert.pem", "ssl_keyfile": "cert.pem"}, "no BEGIN PRIVATE KEY block"),
+        ({"ssl_certfile": "cert.pem", "ssl_keyfile": "key.pem"}, "needs plain_users or scram"),
+        ({"plain_users": {"p": 'pw" x'}}, "PLAIN user 'p': names and passwords must be"),
+    ],
+)
+def test_kafka_tls_listener_options_are_checked_in_one_line(
+    tmp_path, monkeypatch, options, message
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cert.pem").write_text("-----BEGIN CERTIFICATE-----\n")
+    (tmp_path / "key.pem").write_text("-----BEGIN PRIVATE KEY-----\n")
+
+    with pytest.raises(ServiceError, match=message) as caught:
+        kafka_module.start_kafka(**options)
+
+    assert "\n" not in str(caught.value)
+
+
 def test_kafka_jars_are_cached_outside_the_repository():
     libs = kafka_module.fetch_kafka_jars()
     repo = Path(__file__).resolve().parents[1]

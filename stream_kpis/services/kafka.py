@@ -6,7 +6,12 @@ once into a cache outside the repository (`kafka-<version>/libs` under `paths.ca
 and `java -cp '<libs>/*' kafka.Kafka` runs them. The data directory holds the broker's
 properties, its log (`broker.log`) and its partitions (`kraft/`); a restart keeps it.
 
-Ready means the client port accepts a connection and answers a metadata request.
+Besides PLAINTEXT, the broker can open a SASL_PLAINTEXT listener (SCRAM users) and a SASL_SSL
+listener (TLS with a PEM certificate and key; PLAIN and SCRAM users). The PEM key material is
+copied into `server.properties`, so no keystore tool is needed.
+
+Ready means every client port accepts a connection and the PLAINTEXT one answers a metadata
+request.
 """
 
 from __future__ import annotations
@@ -52,10 +57,11 @@ JVM_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-Djava.awt.headle
 START_TIMEOUT_SECONDS = 120.0
 STOP_TIMEOUT_SECONDS = 30.0
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+PLAIN_MECHANISM = "PLAIN"
 
 # Kafka error codes that `create_topics` treats as success.
 _TOPIC_ALREADY_EXISTS = 36
-_SCRAM_TEXT = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
+_USER_TEXT = re.compile(r"^[A-Za-z0-9_.@+-]{1,64}$")
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
@@ -157,12 +163,19 @@ class KafkaBroker(Service):
         controller_port: int,
         scram_users: dict[str, str] | None = None,
         owns_data_dir: bool = False,
+        plain_users: dict[str, str] | None = None,
+        ssl_certfile: Path | None = None,
+        ssl_keyfile: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port
         self.controller_port = controller_port
         self.scram_users = dict(scram_users or {})
+        self.plain_users = dict(plain_users or {})
+        self.ssl_certfile = ssl_certfile
+        self.ssl_keyfile = ssl_keyfile
         self.sasl_port = free_port() if self.scram_users else None
+        self.sasl_ssl_port = free_port() if ssl_certfile else None
         self._owns_data_dir = owns_data_dir
         self._libs = fetch_kafka_jars()
         self._java = require_command("java")
@@ -194,6 +207,11 @@ class KafkaBroker(Service):
         return f"{LOOPBACK}:{self.sasl_port}" if self.sasl_port else None
 
     @property
+    def sasl_ssl_bootstrap_servers(self) -> str | None:
+        """The SASL_SSL listener (TLS; PLAIN and SCRAM users), when a certificate was given."""
+        return f"{LOOPBACK}:{self.sasl_ssl_port}" if self.sasl_ssl_port else None
+
+    @property
     def properties_path(self) -> Path:
         return self.data_dir / "server.properties"
 
@@ -219,6 +237,8 @@ class KafkaBroker(Service):
         check_port(self.controller_port, "Kafka controller")
         if self.sasl_port:
             check_port(self.sasl_port, "Kafka SASL")
+        if self.sasl_ssl_port:
+            check_port(self.sasl_ssl_port, "Kafka SASL_SSL")
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.properties_path.write_text(self._properties())
@@ -256,7 +276,8 @@ class KafkaBroker(Service):
     # -- internals ----------------------------------------------------------------------
 
     def _ready(self) -> bool:
-        return can_connect(self.port) and _run_async(
+        ports = (self.port, self.sasl_port, self.sasl_ssl_port)
+        return all(can_connect(port) for port in ports if port) and _run_async(
             lambda: _answers_metadata(self.bootstrap_servers)
         )
 
@@ -286,6 +307,8 @@ class KafkaBroker(Service):
         }
         if self.sasl_port:
             listeners["SASL_PLAINTEXT"] = self.sasl_port
+        if self.sasl_ssl_port:
+            listeners["SASL_SSL"] = self.sasl_ssl_port
         advertised = {name: port for name, port in listeners.items() if name != "CONTROLLER"}
 
         settings: dict[str, Any] = {
@@ -318,16 +341,43 @@ class KafkaBroker(Service):
             "num.network.threads": 2,
             "num.io.threads": 4,
         }
-        if self.sasl_port:
-            settings["sasl.enabled.mechanisms"] = ",".join(SCRAM_MECHANISMS)
-            for mechanism in SCRAM_MECHANISMS:
-                key = f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config"
-                settings[key] = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        for listener in ("SASL_PLAINTEXT", "SASL_SSL"):
+            if listener in listeners:
+                settings.update(self._sasl_settings(listener))
+        if self.sasl_ssl_port:
+            assert self.ssl_certfile is not None and self.ssl_keyfile is not None
+            prefix = "listener.name.sasl_ssl.ssl."
+            settings[prefix + "keystore.type"] = "PEM"
+            settings[prefix + "keystore.certificate.chain"] = _pem_value(self.ssl_certfile)
+            settings[prefix + "keystore.key"] = _pem_value(self.ssl_keyfile)
         return "".join(f"{key}={value}\n" for key, value in settings.items())
+
+    def _sasl_settings(self, listener: str) -> dict[str, str]:
+        """A SASL listener's mechanisms and their login modules: SCRAM for the SCRAM users
+        (stored in the cluster's metadata), and PLAIN, on SASL_SSL only, for the PLAIN users."""
+        modules = dict.fromkeys(
+            SCRAM_MECHANISMS if self.scram_users else (),
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+        )
+        if self.plain_users and listener == "SASL_SSL":
+            users = "".join(f' user_{n}="{p}"' for n, p in self.plain_users.items())
+            modules[PLAIN_MECHANISM] = (
+                f"org.apache.kafka.common.security.plain.PlainLoginModule required{users};"
+            )
+        prefix = f"listener.name.{listener.lower()}."
+        settings = {prefix + "sasl.enabled.mechanisms": ",".join(modules)}
+        for mechanism, module in modules.items():
+            settings[f"{prefix}{mechanism.lower()}.sasl.jaas.config"] = module
+        return settings
 
 
 def _listener_list(listeners: dict[str, int]) -> str:
     return ",".join(f"{name}://{LOOPBACK}:{port}" for name, port in listeners.items())
+
+
+def _pem_value(path: Path) -> str:
+    """A PEM file as one properties value (its line breaks escaped)."""
+    return "\\n".join(path.read_text().strip().splitlines())
 
 
 # The broker logs to stdout, which the child process writes to broker.log in the data dir.
@@ -347,19 +397,35 @@ def start_kafka(
     data_dir: Path | str | None = None,
     port: int | None = None,
     scram_users: dict[str, str] | None = None,
+    *,
+    plain_users: dict[str, str] | None = None,
+    ssl_certfile: Path | str | None = None,
+    ssl_keyfile: Path | str | None = None,
 ) -> KafkaBroker:
     """Start a broker on loopback and return it once it answers.
 
     `data_dir` defaults to a new temporary directory, deleted by `close()`; `port` (the
     PLAINTEXT client port) defaults to a free one. `scram_users` (name to password) adds a
     SASL_PLAINTEXT listener with SCRAM-SHA-256 and SCRAM-SHA-512 credentials for them.
+    `ssl_certfile` (the broker's PEM certificate, chain included) with `ssl_keyfile` (its
+    unencrypted PKCS#8 PEM key) adds a SASL_SSL listener, where the `plain_users` log in with
+    PLAIN and the `scram_users` with SCRAM.
     """
-    for name, password in (scram_users or {}).items():
-        if not (_SCRAM_TEXT.match(name) and _SCRAM_TEXT.match(password)):
-            raise ServiceError(
-                f"SCRAM user {name!r}: names and passwords must be 1-64 letters, digits "
-                "or _.@+- for the local broker"
-            )
+    for kind, users in (("SCRAM", scram_users), ("PLAIN", plain_users)):
+        for name, password in (users or {}).items():
+            if not (_USER_TEXT.match(name) and _USER_TEXT.match(password)):
+                raise ServiceError(
+                    f"{kind} user {name!r}: names and passwords must be 1-64 letters, digits "
+                    "or _.@+- for the local broker"
+                )
+    certfile, keyfile = _check_tls_files(ssl_certfile, ssl_keyfile)
+    if plain_users and certfile is None:
+        raise ServiceError(
+            "plain_users need the SASL_SSL listener (PLAIN sends passwords in the clear): "
+            "give ssl_certfile and ssl_keyfile too"
+        )
+    if certfile is not None and not (plain_users or scram_users):
+        raise ServiceError("the SASL_SSL listener needs plain_users or scram_users to log in")
 
     owns = data_dir is None
     if data_dir is None:
@@ -372,12 +438,38 @@ def start_kafka(
         controller_port=free_port(),
         scram_users=scram_users,
         owns_data_dir=owns,
+        plain_users=plain_users,
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
     )
     try:
         return broker.start()
     except BaseException:
         broker.close()
         raise
+
+
+def _check_tls_files(
+    certfile: Path | str | None, keyfile: Path | str | None
+) -> tuple[Path | None, Path | None]:
+    """The broker's certificate and key as absolute paths, once each holds what Kafka reads."""
+    if certfile is None and keyfile is None:
+        return None, None
+    if certfile is None or keyfile is None:
+        raise ServiceError("ssl_certfile and ssl_keyfile go together: give both or neither")
+    paths = Path(certfile).resolve(), Path(keyfile).resolve()
+    for path, what, marker in (
+        (paths[0], "ssl_certfile", "-----BEGIN CERTIFICATE-----"),
+        (paths[1], "ssl_keyfile", "-----BEGIN PRIVATE KEY-----"),
+    ):
+        if not path.is_file():
+            raise ServiceError(f"{what} {path} does not exist")
+        if marker not in path.read_text(errors="replace"):
+            raise ServiceError(
+                f"{what} {path} holds no {marker.strip('-')} block: the broker wants PEM, "
+                "the key unencrypted PKCS#8 (openssl pkcs8 -topk8 -nocrypt converts one)"
+            )
+    return paths
 
 
 async def create_topics(

@@ -1,11 +1,13 @@
 """A worker in a hostile environment: SASL/SCRAM to Kafka, TLS and a password to Redis, basic
 auth on its HTTP views, and events full of personal data that must stay out of its logs and
-metrics.
+metrics; and a worker that reaches Kafka over TLS with SASL PLAIN.
 
-One worker runs for the whole module (`secured`), against a private broker with a SCRAM
-listener and a private TLS Redis with a password; every secret reaches it from a file or the
-environment, as in a container. The events carry recognisable ids and survey comments, so
-that the last test can search everything the worker wrote and served for them.
+One private broker serves the module (`broker`): SCRAM on its SASL_PLAINTEXT listener, PLAIN
+and SCRAM on its SASL_SSL listener, whose certificate a private CA signed, the same one that
+signed the private TLS Redis's. One worker runs for the SCRAM tests (`secured`); every secret
+reaches it from a file or the environment, as in a container. The events carry recognisable
+ids and survey comments, so that a test can search everything the worker wrote and served
+for them.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import pytest
 import redis
 
 from stream_kpis.generate import GeneratorConfig, generate
+from stream_kpis.services import KafkaBroker
 from tests.workers import (
     WorkerProcess,
     assert_same_kpis,
@@ -41,9 +44,10 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 # Test-only secrets, each unique enough to be found in any text that leaks it.
 SCRAM_USER, SCRAM_PASSWORD = "kpis", "Scram.Pass-7f3a9c"
+PLAIN_USER, PLAIN_PASSWORD = "kpis-tls", "Plain.Pass-4e8b1d"
 WEB_USER, WEB_PASSWORD = "ops", "web-Pass-91c2e"
 REDIS_PASSWORD = "redis-Pass-5d7e0"
-SECRETS = (SCRAM_PASSWORD, WEB_PASSWORD, REDIS_PASSWORD)
+SECRETS = (SCRAM_PASSWORD, PLAIN_PASSWORD, WEB_PASSWORD, REDIS_PASSWORD)
 # Personal data markers: every customer, visitor, session, order and subscription id, and
 # every survey comment, contains one of these.
 ID_MARK, COMMENT_MARK = "zq9PERSONID", "zq9COMMENT"
@@ -98,24 +102,42 @@ class TlsRedis:
 
 
 @pytest.fixture(scope="module")
-def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
+def certificates(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with a private CA (`ca.pem`) and a certificate it signed for 127.0.0.1
+    (`server.pem`, key `server.key`), for the TLS Redis and the broker's TLS listener."""
+    directory = tmp_path_factory.mktemp("certificates")
+    _make_certificates(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def broker(kafka_factory, certificates: Path) -> KafkaBroker:
+    """SCRAM users on SASL_PLAINTEXT; PLAIN and SCRAM users on SASL_SSL."""
+    return kafka_factory(
+        scram_users={SCRAM_USER: SCRAM_PASSWORD},
+        plain_users={PLAIN_USER: PLAIN_PASSWORD},
+        ssl_certfile=certificates / "server.pem",
+        ssl_keyfile=certificates / "server.key",
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_redis(certificates: Path) -> Iterator[TlsRedis]:
     """A Redis that speaks only TLS (certificate from a private CA) and wants a password."""
     server = shutil.which("redis-server")
     if server is None:
         pytest.fail("redis-server is not installed (scripts/setup installs it)")
-    directory = tmp_path_factory.mktemp("tls-redis")
-    _make_certificates(directory)
     port = free_port()
     process = subprocess.Popen(
         [server, "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
-         "--tls-cert-file", str(directory / "server.pem"),
-         "--tls-key-file", str(directory / "server.key"),
-         "--tls-ca-cert-file", str(directory / "ca.pem"), "--tls-auth-clients", "no",
+         "--tls-cert-file", str(certificates / "server.pem"),
+         "--tls-key-file", str(certificates / "server.key"),
+         "--tls-ca-cert-file", str(certificates / "ca.pem"), "--tls-auth-clients", "no",
          "--requirepass", REDIS_PASSWORD, "--save", "", "--appendonly", "no",
-         "--dir", str(directory)],
+         "--dir", str(certificates)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
-    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={directory / 'ca.pem'}"
+    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={certificates / 'ca.pem'}"
     try:
         _wait_for_ping(url)
         yield TlsRedis(url, process)
@@ -125,6 +147,8 @@ def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRedis]:
 
 
 def _make_certificates(directory: Path) -> None:
+    """A private CA (`ca.pem`, `ca.key`) and a certificate it signed for 127.0.0.1."""
+
     def openssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True)
 
@@ -162,8 +186,7 @@ class Secured:
 
 
 @pytest.fixture(scope="module")
-def secured(kafka_factory, tls_redis, tmp_path_factory) -> Iterator[Secured]:
-    broker = kafka_factory(scram_users={SCRAM_USER: SCRAM_PASSWORD})
+def secured(broker, tls_redis, tmp_path_factory) -> Iterator[Secured]:
     assert broker.sasl_bootstrap_servers is not None
     directory = tmp_path_factory.mktemp("secured")
     (directory / "sasl-password").write_text(SCRAM_PASSWORD + "\n")
@@ -225,24 +248,30 @@ def test_liveness_needs_no_credentials(secured):
     assert httpx.get(f"{secured.worker.url}/healthz", timeout=10).status_code == 200
 
 
-def test_a_wrong_kafka_password_stops_the_worker_with_a_clear_error(secured, tmp_path):
-    wrong = tmp_path / "sasl-password"
-    wrong.write_text("Wrong.Pass-1234\n")
-    env = {**os.environ, **secured.env, "STREAM_KPIS_SASL_PASSWORD_FILE": str(wrong)}
-
+def failed_worker_output(env: dict[str, str]) -> str:
+    """Run a worker that must fail to start; its output, once it has exited non-zero with no
+    traceback."""
     result = subprocess.run(
         [sys.executable, "-m", "stream_kpis", "worker", "--web-port", str(free_port())],
-        env=env,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=120,
     )
-
     output = result.stdout + result.stderr
     assert result.returncode != 0, output
+    assert "Traceback" not in output, output
+    return output
+
+
+def test_a_wrong_kafka_password_stops_the_worker_with_a_clear_error(secured, tmp_path):
+    wrong = tmp_path / "sasl-password"
+    wrong.write_text("Wrong.Pass-1234\n")
+
+    output = failed_worker_output({**secured.env, "STREAM_KPIS_SASL_PASSWORD_FILE": str(wrong)})
+
     assert "authentication" in output.lower() or "sasl" in output.lower(), output
     assert "Wrong.Pass-1234" not in output
-    assert "Traceback" not in output
 
 
 def test_no_personal_data_or_secrets_in_logs_metrics_or_views(secured):
@@ -255,3 +284,64 @@ def test_no_personal_data_or_secrets_in_logs_metrics_or_views(secured):
     for text, where in ((log, "log"), (served, "HTTP views")):
         for mark in (ID_MARK, COMMENT_MARK, *SECRETS):
             assert mark not in text, f"{mark!r} in the {where}"
+
+
+# -- SASL PLAIN over TLS, after the SCRAM worker has stopped ---------------------------------
+
+
+def plain_over_tls_env(
+    broker: KafkaBroker, redis_url: str, cafile: Path, directory: Path
+) -> dict[str, str]:
+    """A worker's settings for the broker's SASL_SSL listener, PLAIN user, trusting `cafile`."""
+    assert broker.sasl_ssl_bootstrap_servers is not None
+    (directory / "plain-password").write_text(PLAIN_PASSWORD + "\n")
+    return worker_env(
+        f"p{uuid.uuid4().hex[:10]}",
+        broker.sasl_ssl_bootstrap_servers,
+        redis_url,
+        STREAM_KPIS_SECURITY_PROTOCOL="SASL_SSL",
+        STREAM_KPIS_SASL_MECHANISM="PLAIN",
+        STREAM_KPIS_SASL_USERNAME=PLAIN_USER,
+        STREAM_KPIS_SASL_PASSWORD_FILE=str(directory / "plain-password"),
+        STREAM_KPIS_SSL_CAFILE=str(cafile),
+        STREAM_KPIS_LOG_LEVEL="INFO",
+    )
+
+
+def test_worker_processes_events_over_plain_on_tls(broker, tls_redis, certificates, tmp_path):
+    env = plain_over_tls_env(broker, tls_redis.url, certificates / "ca.pem", tmp_path)
+    # In order, as for the other workers equal to `compute`: how many events had no effect
+    # depends on the order a subject's events arrive in from different topics.
+    config = GeneratorConfig(seed=8, events=300, invalid_fraction=0.02, out_of_order_fraction=0)
+    lines = list(generate(config))
+
+    worker = WorkerProcess(env, tmp_path, name="plain-tls")
+    worker.start()
+    try:
+        worker.wait_ready()
+        # The test's producer uses the broker's PLAINTEXT listener; the worker only SASL_SSL.
+        produce(broker.bootstrap_servers, env["STREAM_KPIS_REDIS_KEY_PREFIX"], lines)
+        snapshot = wait_for_counts(worker, len(lines))
+    finally:
+        worker.stop()
+
+    expected = offline_snapshot(lines)
+    assert_same_kpis(snapshot, expected)
+    assert snapshot["events"] == expected["events"]
+    assert PLAIN_PASSWORD not in worker.log_path.read_text(errors="replace")
+
+
+def test_a_ca_that_did_not_sign_the_broker_stops_the_worker_with_a_clear_error(
+    broker, tls_redis, tmp_path
+):
+    _make_certificates(tmp_path)  # another private CA, which never signed the broker's
+
+    output = failed_worker_output(
+        plain_over_tls_env(broker, tls_redis.url, tmp_path / "ca.pem", tmp_path)
+    )
+
+    # The Kafka client's error line names the cause; the worker's own last line, one line,
+    # says only that it cannot reach Kafka.
+    assert "certificate verify failed" in output.lower(), output
+    assert output.strip().splitlines()[-1].startswith("Error: "), output
+    assert PLAIN_PASSWORD not in output

@@ -26,6 +26,7 @@ import msgspec
 
 from stream_kpis.errors import ProduceError
 from stream_kpis.events import TYPES_BY_TOPIC
+from stream_kpis.kafka_connect import cannot_connect, connect_failures
 from stream_kpis.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -168,11 +169,12 @@ async def produce(
         linger_ms=LINGER_MS,
         max_batch_size=MAX_BATCH_BYTES,
     )
-    try:
-        await producer.start()
-    except KafkaError as exc:
-        await producer.stop()
-        raise ProduceError(f"cannot reach Kafka at {settings.bootstrap_servers}: {exc}") from None
+    with connect_failures() as causes:
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise ProduceError(cannot_connect(settings.bootstrap_servers, exc, causes)) from None
 
     summary = ProduceSummary()
     started = time.monotonic()

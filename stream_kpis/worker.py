@@ -52,6 +52,7 @@ from stream_kpis.engine import Outcome, PartitionEngine
 from stream_kpis.errors import FeedError, StreamKpisError
 from stream_kpis.events import TOPIC_ROLES, Event, Rejection, decode
 from stream_kpis.feed import DEFAULT_TTL_SECONDS, MergedPartitions, RedisFeed, encode_partition
+from stream_kpis.kafka_connect import cannot_connect, connect_failures
 from stream_kpis.logthrottle import throttle_handlers
 from stream_kpis.metrics import BY_SUBJECT_TOPIC, WorkerMetrics
 from stream_kpis.outcomes import OutcomeCounts, count_invalid, new_counts
@@ -247,13 +248,13 @@ class KpiWorker:
             self.settings.dead_letter_topic,
         ]
         admin = AIOKafkaAdminClient(**self._admin_config())
-        try:
-            await admin.start()
-        except Exception as exc:  # noqa: BLE001 - any connection failure means the same here
-            raise WorkerError(
-                f"cannot reach Kafka at {self.settings.bootstrap_servers} ({exc}); start a broker "
-                "(stream-kpis services up) or set STREAM_KPIS_BOOTSTRAP_SERVERS"
-            ) from None
+        with connect_failures() as causes:
+            try:
+                await admin.start()
+            except Exception as exc:  # noqa: BLE001 - any connection failure means the same
+                raise WorkerError(
+                    cannot_connect(self.settings.bootstrap_servers, exc, causes)
+                ) from None
         try:
             existing = await admin.list_topics()
             missing = [name for name in names if name not in existing]

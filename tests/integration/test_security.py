@@ -270,7 +270,9 @@ def test_a_wrong_kafka_password_stops_the_worker_with_a_clear_error(secured, tmp
 
     output = failed_worker_output({**secured.env, "STREAM_KPIS_SASL_PASSWORD_FILE": str(wrong)})
 
-    assert "authentication" in output.lower() or "sasl" in output.lower(), output
+    last = output.strip().splitlines()[-1]
+    assert "the broker refused the credentials" in last, output
+    assert "STREAM_KPIS_SASL_PASSWORD" in last, output
     assert "Wrong.Pass-1234" not in output
 
 
@@ -340,8 +342,10 @@ def test_a_ca_that_did_not_sign_the_broker_stops_the_worker_with_a_clear_error(
         plain_over_tls_env(broker, tls_redis.url, tmp_path / "ca.pem", tmp_path)
     )
 
-    # The Kafka client's error line names the cause; the worker's own last line, one line,
-    # says only that it cannot reach Kafka.
-    assert "certificate verify failed" in output.lower(), output
-    assert output.strip().splitlines()[-1].startswith("Error: "), output
+    # The worker's own last line, one line, names the cause and what to check.
+    last = output.strip().splitlines()[-1]
+    assert last.startswith("Error: "), output
+    assert "TLS handshake failed" in last, output
+    assert "certificate verify failed" in last.lower(), output
+    assert "STREAM_KPIS_SSL_CAFILE" in last, output
     assert PLAIN_PASSWORD not in output

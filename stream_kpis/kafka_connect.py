@@ -1,0 +1,80 @@
+"""Why a Kafka client could not connect, said in one line that names what to check.
+
+aiokafka raises the same `KafkaConnectionError: Unable to bootstrap from [...]` whether nothing
+listens at the address, the TLS handshake failed or the broker refused the credentials; the
+cause is only in the error it logs just before ("Unable connect to ...: <cause>"). The worker
+and `produce` collect those log records while they connect and turn the last one into advice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_CLIENT_LOGGER = "aiokafka"
+_CONNECT_FAILED = "Unable connect to"
+
+# (what the cause contains, what it means, what to check), first match wins.
+_ADVICE = (
+    (
+        ("certificate verify failed", "[ssl", "sslerror", "wrong version number"),
+        "the TLS handshake failed",
+        "check STREAM_KPIS_SSL_CAFILE (the CA that signed the broker's certificate) and the "
+        "client certificate settings",
+    ),
+    (
+        ("saslauthenticationfailed", "authentication failed", "unsupportedsaslmechanism"),
+        "the broker refused the credentials",
+        "check STREAM_KPIS_SASL_USERNAME, STREAM_KPIS_SASL_PASSWORD (or _FILE) and "
+        "STREAM_KPIS_SASL_MECHANISM",
+    ),
+    (
+        ("connect call failed", "errno 111", "connection refused", "name or service not known"),
+        "nothing accepts connections there",
+        "start a broker (stream-kpis services up) or set STREAM_KPIS_BOOTSTRAP_SERVERS",
+    ),
+    (
+        ("closed",),
+        "the broker closed the connection",
+        "the listener may expect another protocol: check STREAM_KPIS_SECURITY_PROTOCOL",
+    ),
+)
+_DEFAULT_ADVICE = (
+    "check STREAM_KPIS_BOOTSTRAP_SERVERS and, on a secured cluster, "
+    "STREAM_KPIS_SECURITY_PROTOCOL and the TLS and SASL settings"
+)
+
+
+class _ConnectFailures(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.causes: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if message.startswith(_CONNECT_FAILED):
+            # 'Unable connect to "host:port": <cause>'
+            self.causes.append(message.partition(": ")[2] or message)
+
+
+@contextmanager
+def connect_failures() -> Iterator[list[str]]:
+    """Collect the causes the Kafka client logs for failed connections in this block."""
+    handler = _ConnectFailures()
+    logger = logging.getLogger(_CLIENT_LOGGER)
+    logger.addHandler(handler)
+    try:
+        yield handler.causes
+    finally:
+        logger.removeHandler(handler)
+
+
+def cannot_connect(bootstrap_servers: str, error: BaseException, causes: list[str]) -> str:
+    """One line: the address, what went wrong and what to check."""
+    cause = causes[-1] if causes else f"{type(error).__name__}: {error}"
+    lowered = cause.lower()
+    for needles, meaning, advice in _ADVICE:
+        if any(needle in lowered for needle in needles):
+            return f"cannot connect to Kafka at {bootstrap_servers}: {meaning} ({cause}); {advice}"
+    return f"cannot connect to Kafka at {bootstrap_servers} ({cause}); {_DEFAULT_ADVICE}"

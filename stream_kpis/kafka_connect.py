@@ -1,16 +1,22 @@
-"""Why a Kafka client could not connect, said in one line that names what to check.
+"""Connecting to Kafka: why a client could not connect, and waiting until new topics serve.
 
 aiokafka raises the same `KafkaConnectionError: Unable to bootstrap from [...]` whether nothing
 listens at the address, the TLS handshake failed or the broker refused the credentials; the
 cause is only in the error it logs just before ("Unable connect to ...: <cause>"). The worker
 and `produce` collect those log records while they connect and turn the last one into advice.
+
+A topic just created is not at once in every broker's metadata: a consumer group assigned
+in between leaves it out of the assignment, and a producer waits for it. `wait_for_leaders`
+returns once every partition of the topics has a leader in the metadata.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 _CLIENT_LOGGER = "aiokafka"
 _CONNECT_FAILED = "Unable connect to"
@@ -78,3 +84,23 @@ def cannot_connect(bootstrap_servers: str, error: BaseException, causes: list[st
         if any(needle in lowered for needle in needles):
             return f"cannot connect to Kafka at {bootstrap_servers}: {meaning} ({cause}); {advice}"
     return f"cannot connect to Kafka at {bootstrap_servers} ({cause}); {_DEFAULT_ADVICE}"
+
+
+async def wait_for_leaders(admin: Any, names: Collection[str], timeout_seconds: float) -> set[str]:
+    """Wait until every partition of the topics has a leader; return those still without
+    one when `timeout_seconds` ran out (empty when all are ready)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_seconds
+    wanted = set(names)
+    while True:
+        topics = await admin.describe_topics(sorted(wanted))
+        ready = {
+            topic["topic"]
+            for topic in topics
+            if topic["error_code"] == 0
+            and topic["partitions"]
+            and all(part["leader"] >= 0 for part in topic["partitions"])
+        }
+        if ready >= wanted or loop.time() > deadline:
+            return wanted - ready
+        await asyncio.sleep(0.1)

@@ -52,7 +52,7 @@ from stream_kpis.engine import Outcome, PartitionEngine
 from stream_kpis.errors import FeedError, StreamKpisError
 from stream_kpis.events import TOPIC_ROLES, Event, Rejection, decode
 from stream_kpis.feed import DEFAULT_TTL_SECONDS, MergedPartitions, RedisFeed, encode_partition
-from stream_kpis.kafka_connect import cannot_connect, connect_failures
+from stream_kpis.kafka_connect import cannot_connect, connect_failures, wait_for_leaders
 from stream_kpis.logthrottle import throttle_handlers
 from stream_kpis.metrics import BY_SUBJECT_TOPIC, WorkerMetrics
 from stream_kpis.outcomes import OutcomeCounts, count_invalid, new_counts
@@ -65,6 +65,12 @@ from stream_kpis.timefmt import format_utc
 
 logger = logging.getLogger(__name__)
 
+# Faust's changelog topics are compacted: a subject's last record is its state.
+COMPACTED = {"cleanup.policy": "compact"}
+# How long new topics may take to have leaders before the worker gives up starting.
+TOPIC_READY_SECONDS = 30.0
+# A batch whose messages Kafka has not acknowledged after this long is logged (again).
+SEND_WARN_SECONDS = 30.0
 BATCH_MAX_EVENTS = 2000
 EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z, the contract's oldest valid time
 BATCH_WITHIN_SECONDS = 0.05
@@ -224,6 +230,7 @@ class KpiWorker:
         # Subject records changed by a batch go out as one produce batch per partition.
         self._changelog = ChangelogBatch(self.subjects, self._kafka_producer)
         self.outcome_table = app.Table("outcomes", partitions=self.partitions)
+        self._tables = (self.subjects, self.outcome_table)
 
         for role, topic in self.input_topics.items():
             app.agent(topic, name=f"stream_kpis.consume_{role}", concurrency=1)(
@@ -241,12 +248,20 @@ class KpiWorker:
         register_views(self)
 
     async def ensure_input_topics(self) -> None:
-        """Create missing input and dead-letter topics; refuse a partition count mismatch."""
+        """Create missing topics; refuse an input topic with another partition count.
+
+        Besides the input, by-subject and dead-letter topics, the tables' changelog topics are
+        created here (compacted, as Faust declares them) and every new topic is waited for
+        until its partitions have leaders: a topic Faust created a moment before the group's
+        first assignment could be missing from it, its partitions then neither consumed nor
+        recovered until the next rebalance.
+        """
         names = [
             *self.settings.input_topics.values(),
             self.by_subject.get_topic_name(),
             self.settings.dead_letter_topic,
         ]
+        changelogs = [table.changelog_topic.get_topic_name() for table in self._tables]
         admin = AIOKafkaAdminClient(**self._admin_config())
         with connect_failures() as causes:
             try:
@@ -257,12 +272,26 @@ class KpiWorker:
                 ) from None
         try:
             existing = await admin.list_topics()
-            missing = [name for name in names if name not in existing]
+            missing = [name for name in [*names, *changelogs] if name not in existing]
             replicas = self.settings.replication_factor
             if missing:
                 await admin.create_topics(
-                    [NewTopic(name, self.partitions, replicas) for name in missing]
+                    [
+                        NewTopic(
+                            name,
+                            self.partitions,
+                            replicas,
+                            topic_configs=COMPACTED if name in changelogs else {},
+                        )
+                        for name in missing
+                    ]
                 )
+                leaderless = await wait_for_leaders(admin, missing, TOPIC_READY_SECONDS)
+                if leaderless:
+                    raise WorkerError(
+                        f"topics created but without a leader after {TOPIC_READY_SECONDS:.0f} "
+                        f"s: {', '.join(sorted(leaderless))}; check the brokers' health"
+                    )
                 logger.info("created topics %s", ", ".join(missing))
             described = await admin.describe_topics(
                 [name for name in self.role_of_topic if name in existing]
@@ -315,8 +344,20 @@ class KpiWorker:
         # the futures stay in the list until waited for, so no agent can take another's away.
         sending = list(self._sending)
         if sending:
-            # Not gather(): cancelling it (a shutdown) would cancel Faust's own futures.
-            await asyncio.wait(sending)
+            waited = 0.0
+            while True:
+                # Not gather(): cancelling it (a shutdown) would cancel Faust's own futures.
+                _, pending = await asyncio.wait(sending, timeout=SEND_WARN_SECONDS)
+                if not pending:
+                    break
+                waited += SEND_WARN_SECONDS
+                logger.warning(
+                    "%d of %d messages of the last batch not acknowledged by Kafka after %.0f s; "
+                    "the batch's input offsets are held until they are",
+                    len(pending),
+                    len(sending),
+                    waited,
+                )
             for future in sending:
                 future.result()  # a send that failed for good must not let the batch commit
         # Pruned in place: the outcome table views append to this very list.

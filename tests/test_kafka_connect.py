@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from stream_kpis.kafka_connect import cannot_connect, connect_failures
+from stream_kpis.kafka_connect import cannot_connect, connect_failures, wait_for_leaders
 
 BOOTSTRAP_FAILED = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
 
@@ -62,3 +63,32 @@ def test_the_collector_is_removed_after_the_block():
         pass
     logging.getLogger("aiokafka").error('Unable connect to "h:1": later')
     assert causes == []
+
+
+class LaggingAdmin:
+    """describe_topics as a broker answers while a new topic's leaders are being elected."""
+
+    def __init__(self, answers: list[dict[str, int]]) -> None:
+        self.answers = answers  # per call: topic -> leader of its partitions (-1: none yet)
+        self.calls = 0
+
+    async def describe_topics(self, names: list[str]) -> list[dict[str, Any]]:
+        leaders = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        return [
+            {"topic": name, "error_code": 0, "partitions": [{"leader": leaders[name]}] * 2}
+            if name in leaders
+            else {"topic": name, "error_code": 3, "partitions": []}
+            for name in names
+        ]
+
+
+async def test_waits_until_every_partition_has_a_leader():
+    admin = LaggingAdmin([{"a": 1}, {"a": 1, "b": -1}, {"a": 1, "b": 1}])
+    assert await wait_for_leaders(admin, ["a", "b"], timeout_seconds=5) == set()
+    assert admin.calls == 3
+
+
+async def test_gives_the_topics_still_without_a_leader_when_time_runs_out():
+    admin = LaggingAdmin([{"a": 1, "b": -1}])
+    assert await wait_for_leaders(admin, ["a", "b", "c"], timeout_seconds=0.25) == {"b", "c"}

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from stream_kpis.errors import ServiceError
+from stream_kpis.kafka_connect import wait_for_leaders
 from stream_kpis.services._process import (
     LOOPBACK,
     ChildProcess,
@@ -499,26 +500,9 @@ async def create_topics(
                 detail = message[0] if message and message[0] else f"error code {code}"
                 raise ServiceError(f"cannot create topic {topic!r}: {detail}")
 
-        await _wait_for_leaders(admin, wanted, timeout_seconds)
+        leaderless = await wait_for_leaders(admin, wanted, timeout_seconds)
+        if leaderless:
+            missing = ", ".join(sorted(leaderless))
+            raise ServiceError(f"topics without a leader after {timeout_seconds:.0f} s: {missing}")
     finally:
         await admin.close()
-
-
-async def _wait_for_leaders(admin: Any, names: list[str], timeout_seconds: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_seconds
-    while True:
-        topics = await admin.describe_topics(names)
-        ready = {
-            topic["topic"]
-            for topic in topics
-            if topic["error_code"] == 0
-            and topic["partitions"]
-            and all(part["leader"] >= 0 for part in topic["partitions"])
-        }
-        if ready >= set(names):
-            return
-        if loop.time() > deadline:
-            missing = ", ".join(sorted(set(names) - ready))
-            raise ServiceError(f"topics without a leader after {timeout_seconds:.0f} s: {missing}")
-        await asyncio.sleep(0.1)

@@ -73,8 +73,15 @@ def compute(
 
     if as_of is None:
         if not valid:
+            invalid = counts["invalid"]
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(invalid.items()))
+            found = (
+                f"no valid event, only {sum(invalid.values())} invalid lines ({reasons})"
+                if invalid
+                else "no event"
+            )
             raise ComputeError(
-                "the events file holds no valid event; pass --as-of for an empty snapshot"
+                f"the events file holds {found}; pass --as-of for a snapshot with no KPIs"
             )
         as_of = max(time for time, _, _ in valid)
 

@@ -92,4 +92,14 @@ def test_bad_input_is_one_line_not_a_traceback(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("\n\n")
     code, output = run(str(empty))
-    assert code == 2 and "no valid event" in output
+    assert code == 2 and "holds no event" in output
+
+
+def test_a_file_of_invalid_lines_says_how_many_and_why(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"type": "bogus"}\nnot json\n{"type": "party"}\n')
+    code, output = run(str(bad))
+    assert code == 2, output
+    last = output.strip().splitlines()[-1]
+    assert "no valid event, only 3 invalid lines (malformed_json: 1, unknown_type: 2)" in last
+    assert "--as-of" in last

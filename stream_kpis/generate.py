@@ -75,7 +75,8 @@ class GeneratorConfig:
     churn_spike_factor: float = 30.0
     churn_spike_hours: float = 6.0
     out_of_order_fraction: float = 0.01
-    max_delay_seconds: float = 600.0
+    # Within the default grace period (300 s), so that offline and streaming agree exactly.
+    max_delay_seconds: float = 240.0
     duplicate_fraction: float = 0.0
     invalid_fraction: float = 0.0
 

@@ -85,9 +85,12 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
 @click.option(
     "--max-delay-seconds",
     type=click.FloatRange(min=1),
-    default=600.0,
+    default=240.0,
     show_default=True,
-    help="Longest delay of a late event or a duplicate.",
+    help=(
+        "Longest delay of a late event or a duplicate. Above the worker's grace period "
+        "(300 s by default) a late session part can come after its session was final."
+    ),
 )
 @click.option(
     "--duplicates",

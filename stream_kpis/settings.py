@@ -119,7 +119,7 @@ class Settings(BaseSettings):
         "INFO", description="log level of stream-kpis"
     )
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
-    snapshot_interval_seconds: float = Field(1.0, gt=0, description="Redis publish period")
+    snapshot_interval_seconds: float = Field(0.5, gt=0, description="Redis publish period")
 
     # -- field checks -----------------------------------------------------------------------
 

@@ -47,7 +47,7 @@ def test_defaults():
     assert (settings.web_host, settings.web_port) == ("127.0.0.1", 6066)
     assert settings.log_level == "INFO"
     assert settings.store == "memory://"
-    assert settings.snapshot_interval_seconds == 1.0
+    assert settings.snapshot_interval_seconds == 0.5
     assert settings.security_protocol == "PLAINTEXT"
     assert settings.sasl_password is None
 

@@ -4,14 +4,15 @@ A file is complete history: its valid events are applied in event-time order (th
 order), the clock being the newest event time applied so far, and the snapshot is read at the
 newest event time in the file or at an explicit `as_of`. With `as_of`, events after it are
 still validated (against `as_of` plus the allowed skew) and applied, but count nowhere until
-the clock would pass them.
+the clock would pass them. Without `as_of`, events are validated against the wall clock, as
+the worker does.
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import msgspec
@@ -53,11 +54,15 @@ def compute(
     contract: ContractConfig,
     as_of: float | None = None,
     judge: Judge | None = None,
+    wall_clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
     """The snapshot JSON (a dict) for the events in `lines` (one JSON object per line)."""
     counts = new_counts()
     valid: list[tuple[float, int, Event]] = []
-    now = as_of if as_of is not None else math.inf
+    # Skew is measured against T when it is given, else against the wall clock, as the worker
+    # does: a file's newest event cannot vouch for itself, and one line dated 9999 would
+    # otherwise become the clock and empty every window.
+    now = as_of if as_of is not None else wall_clock()
     for index, line in enumerate(lines):
         raw = line.strip()
         if not raw:
@@ -83,12 +88,12 @@ def compute(
             raise ComputeError(
                 f"the events file holds {found}; pass --as-of for a snapshot with no KPIs"
             )
-        as_of = max(time for time, _, _ in valid)
+        as_of = max(event_time for event_time, _, _ in valid)
 
     valid.sort(key=lambda item: (item[0], item[1]))
     engine = PartitionEngine(config)
-    for time, _, event in valid:
-        applied = engine.apply(event, clock=min(time, as_of))
+    for event_time, _, event in valid:
+        applied = engine.apply(event, clock=min(event_time, as_of))
         _count(counts, applied.outcome, applied.late)
     engine.flush()
     logger.info(

@@ -27,8 +27,13 @@ MAX_ID_CHARS = 128
 EARLIEST_SECONDS = 946_684_800.0
 SCALES: dict[str, tuple[int, int]] = {"1-5": (1, 5), "0-10": (0, 10)}
 
-# Money at or above 10**308 does not fit a double: it counts as infinite.
-_MAX_MONEY_EXPONENT = 308
+# Money from 10**15 per event up counts as infinite: sums over billions of events must stay
+# exact in 34 digits (cents included) and finite as doubles, so that no total overflows.
+_MAX_MONEY_EXPONENT = 15
+MAX_MONEY_TEXT = "1e15"
+# A duration longer than any two valid timestamps can be apart (2000 to 9999 is under 2.6e11 s
+# and real sessions are hours long) counts as infinite too: 10**9 s is about 31 years.
+MAX_DURATION_SECONDS = 1e9
 # Converted amounts keep 34 significant digits (IEEE decimal128), far more than money needs.
 _MONEY_CONTEXT = Context(prec=34)
 _ZERO = Decimal(0)
@@ -178,9 +183,11 @@ def duration(value: Any, field: str) -> float | None:
         seconds = float(value)
     except OverflowError:
         seconds = math.inf
-    if not math.isfinite(seconds) or seconds < 0:
+    if not math.isfinite(seconds) or seconds < 0 or seconds > MAX_DURATION_SECONDS:
         raise Invalid(
-            "invalid_amount", field, f"expected a finite number of seconds >= 0, got {show(value)}"
+            "invalid_amount",
+            field,
+            f"expected a number of seconds from 0 to {MAX_DURATION_SECONDS:g}, got {show(value)}",
         )
     return seconds + 0.0  # -0.0 becomes 0.0
 
@@ -212,7 +219,7 @@ def money(value: Any, field: str, *, required: bool = False) -> Decimal | None:
         return _ZERO  # also turns -0.0 and 0E+5 into a plain 0
     if amount.adjusted() >= _MAX_MONEY_EXPONENT:
         raise Invalid(
-            "invalid_amount", field, f"expected a finite amount below 1e308, got {show(value)}"
+            "invalid_amount", field, f"expected an amount below {MAX_MONEY_TEXT}, got {show(value)}"
         )
     return amount
 
@@ -269,7 +276,8 @@ def in_reporting_currency(
         raise Invalid(
             "invalid_amount",
             field,
-            f"expected below 1e308 after conversion from {code}, got {show(amount)} {code}",
+            f"expected below {MAX_MONEY_TEXT} after conversion from {code}, "
+            f"got {show(amount)} {code}",
         )
     return converted
 

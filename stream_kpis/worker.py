@@ -624,6 +624,11 @@ class KpiWorker:
             self.metrics.count_publish_error()
             logger.debug("snapshot not published: %s", exc)
             return
+        except Exception:  # noqa: BLE001 - a timer that raises would stop the whole worker
+            # Processing and committing go on; the round is counted and logged with its cause.
+            self.metrics.count_publish_error()
+            logger.exception("snapshot not published: unexpected error (processing goes on)")
+            return
         self.metrics.set_redis_up(True)
         self.global_snapshot = snapshot
         self.global_partitions_seen = merged.partitions

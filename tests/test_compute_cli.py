@@ -103,3 +103,19 @@ def test_a_file_of_invalid_lines_says_how_many_and_why(tmp_path):
     last = output.strip().splitlines()[-1]
     assert "no valid event, only 3 invalid lines (malformed_json: 1, unknown_type: 2)" in last
     assert "--as-of" in last
+
+
+def test_without_as_of_a_far_future_line_is_invalid_not_the_clock(tmp_path):
+    events = tmp_path / "future.jsonl"
+    good = WORKED_EXAMPLE.read_text()
+    future = [
+        '{"type":"referral","event_id":"f1","customer_id":"c9","occurred_at":"9999-12-31T23:59:59Z"}',
+        '{"type":"referral","event_id":"f2","customer_id":"c9","occurred_at":1e20}',
+    ]
+    events.write_text(good + "\n".join(future) + "\n")
+    code, output = run(str(events))
+    assert code == 0, output
+    snapshot = json.loads(output[output.index("{") :])
+    assert snapshot["as_of"] == json.loads(run(str(WORKED_EXAMPLE))[1])["as_of"]
+    before = json.loads(run(str(WORKED_EXAMPLE))[1])["events"]["invalid"]
+    assert snapshot["events"]["invalid"] == {**before, "timestamp_in_future": 2}

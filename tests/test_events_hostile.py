@@ -454,6 +454,9 @@ def test_session_parts_need_a_session_id() -> None:
         (-1, "invalid_amount"),
         (-0.5, "invalid_amount"),
         (1e308, "invalid_amount"),
+        (10**15, "invalid_amount"),
+        ("1000000000000000.00", "invalid_amount"),
+        (1.7e307, "invalid_amount"),
         (10**400, "invalid_amount"),
         ("9" * 400, "invalid_amount"),
         (True, "wrong_type"),
@@ -466,6 +469,23 @@ def test_session_parts_need_a_session_id() -> None:
 )
 def test_bad_money(kind: str, field: str, value: Any, reason: str) -> None:
     check(payload(kind, **{field: value}), reason, field)
+
+
+def test_money_just_below_the_bound_is_exact() -> None:
+    event = run(payload("purchase", amount="999999999999999.99"))
+    assert getattr(event, "amount", None) == Decimal("999999999999999.99")
+
+
+@pytest.mark.parametrize("seconds", [1e9 + 1, 1.7e308, 10**12])
+def test_durations_beyond_any_real_session_are_invalid_amounts(seconds: Any) -> None:
+    result = check(
+        payload("session", duration_seconds=seconds), "invalid_amount", "duration_seconds"
+    )
+    assert "1e+09" in result.detail
+
+
+def test_a_duration_at_the_bound_is_accepted() -> None:
+    assert getattr(run(payload("session", duration_seconds=10**9)), "duration_seconds", None) == 1e9
 
 
 def test_money_detail_names_the_value() -> None:

@@ -36,7 +36,20 @@ _ADVICE = (
         "STREAM_KPIS_SASL_MECHANISM",
     ),
     (
-        ("connect call failed", "errno 111", "connection refused", "name or service not known"),
+        # getaddrinfo's texts on glibc, musl and macOS, and Windows' name for the failure
+        (
+            "name or service not known",
+            "temporary failure in name resolution",
+            "no address associated with hostname",
+            "name does not resolve",
+            "nodename nor servname",
+            "getaddrinfo failed",
+        ),
+        "the host does not resolve",
+        "check the host names in STREAM_KPIS_BOOTSTRAP_SERVERS (or --bootstrap-servers)",
+    ),
+    (
+        ("connect call failed", "errno 111", "connection refused"),
         "nothing accepts connections there",
         "start a broker (stream-kpis services up) or set STREAM_KPIS_BOOTSTRAP_SERVERS",
     ),
@@ -44,6 +57,12 @@ _ADVICE = (
         ("closed",),
         "the broker closed the connection",
         "the listener may expect another protocol: check STREAM_KPIS_SECURITY_PROTOCOL",
+    ),
+    (
+        # What a listener of another protocol (HTTP, SSH) gives when it waits for more input.
+        ("timeouterror", "timed out"),
+        "nothing answered as a Kafka broker in time",
+        "check that STREAM_KPIS_BOOTSTRAP_SERVERS names Kafka listeners reachable from here",
     ),
 )
 _DEFAULT_ADVICE = (
@@ -59,9 +78,19 @@ class _ConnectFailures(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
-        if message.startswith(_CONNECT_FAILED):
-            # 'Unable connect to "host:port": <cause>'
-            self.causes.append(message.partition(": ")[2] or message)
+        if not message.startswith(_CONNECT_FAILED):
+            return
+        # 'Unable connect to "host:port": <cause>', the cause being the last argument
+        error = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        if isinstance(error, BaseException):
+            self.causes.append(error_text(error))
+        else:
+            self.causes.append(message.partition(": ")[2].strip() or message)
+
+
+def error_text(error: BaseException) -> str:
+    """The error's text, or its class name when the text is empty (a bare `TimeoutError()`)."""
+    return str(error).strip() or type(error).__name__
 
 
 @contextmanager
@@ -78,7 +107,8 @@ def connect_failures() -> Iterator[list[str]]:
 
 def cannot_connect(bootstrap_servers: str, error: BaseException, causes: list[str]) -> str:
     """One line: the address, what went wrong and what to check."""
-    cause = causes[-1] if causes else f"{type(error).__name__}: {error}"
+    name, text = type(error).__name__, error_text(error)
+    cause = causes[-1] if causes else (name if text == name else f"{name}: {text}")
     lowered = cause.lower()
     for needles, meaning, advice in _ADVICE:
         if any(needle in lowered for needle in needles):

@@ -119,3 +119,25 @@ def test_without_as_of_a_far_future_line_is_invalid_not_the_clock(tmp_path):
     assert snapshot["as_of"] == json.loads(run(str(WORKED_EXAMPLE))[1])["as_of"]
     before = json.loads(run(str(WORKED_EXAMPLE))[1])["events"]["invalid"]
     assert snapshot["events"]["invalid"] == {**before, "timestamp_in_future": 2}
+
+
+def test_an_indent_out_of_range_is_named(tmp_path):
+    for indent in ("-1", "17", "99999999999999999999"):
+        code, output = run(str(WORKED_EXAMPLE), "--indent", indent)
+        assert code == 2, output
+        assert "--indent" in output and indent in output and "Traceback" not in output
+
+
+def test_a_window_without_a_name_before_equals_is_named():
+    code, output = run(str(WORKED_EXAMPLE), "--window", "=1h")
+    assert code == 2, output
+    assert "Invalid value for '--window': '=1h' has no name before '='" in output
+
+
+def test_a_window_named_like_a_configured_one_is_named():
+    code, output = run(str(WORKED_EXAMPLE), "--window", "1h/1h")
+    assert code == 2, output
+    assert "--window '1h/1h': '1h' is a window already" in output
+    code, output = run(str(WORKED_EXAMPLE), "--window", "q=2h", "--window", "q=3h")
+    assert code == 2, output
+    assert "'--window': 'q=3h': a window is named 'q' already" in output

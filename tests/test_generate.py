@@ -252,3 +252,60 @@ def test_cli_rejects_a_bad_time():
     result = CliRunner().invoke(main, ["generate", "--churn-spike-at", "soon"])
     assert result.exit_code == 2
     assert "--churn-spike-at" in result.output
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    from stream_kpis.cli import main
+
+    result = CliRunner().invoke(main, ["generate", "--events", "20", *args])
+    return result.exit_code, result.output
+
+
+def test_cli_names_an_output_it_cannot_write(tmp_path):
+    target = tmp_path / "missing" / "x.jsonl"
+    code, output = _cli("-o", str(target))
+    assert code == 2, output
+    assert f"--output '{target}': cannot write (No such file or directory)" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--days", "inf"), "Invalid value for '--days': 'inf' is not a finite number"),
+        (("--days", "nan"), "Invalid value for '--days': 'nan' is not a finite number"),
+        (("--days", "0"), "Invalid value for '--days': 0.0 is not in the range x>0"),
+        (("--days", "1e9"), "--days 1e+09: the stream would begin before the year 1"),
+        (("--out-of-order", "nan"), "Invalid value for '--out-of-order': 'nan'"),
+        (("--max-delay-seconds", "inf"), "Invalid value for '--max-delay-seconds': 'inf'"),
+        (
+            ("--start", "9999-12-31T00:00:00Z"),
+            "--start '9999-12-31T00:00:00Z' with --days 90: the stream would end after the year",
+        ),
+        (
+            ("--start", "2026-01-01T00:00:00Z", "--days", "1e9"),
+            "--start '2026-01-01T00:00:00Z' with --days 1e+09: the stream would end after",
+        ),
+    ],
+)
+def test_cli_names_a_span_out_of_range(args, says):
+    code, output = _cli(*args)
+    assert code == 2, output
+    assert says in output and "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("--duplicates", "1"), "--duplicates 1 with --events 20 leaves no original event"),
+        (
+            ("--duplicates", "0.5", "--invalid", "0.5"),
+            "--duplicates 0.5 with --events 20 and --invalid 0.5 leaves no original event",
+        ),
+    ],
+)
+def test_cli_refuses_duplicates_of_nothing(args, says, tmp_path):
+    out = tmp_path / "x.jsonl"
+    code, output = _cli(*args, "-o", str(out))
+    assert code == 2, output
+    assert says in output
+    assert not out.exists()

@@ -8,7 +8,12 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from stream_kpis.kafka_connect import cannot_connect, connect_failures, wait_for_leaders
+from stream_kpis.kafka_connect import (
+    cannot_connect,
+    connect_failures,
+    error_text,
+    wait_for_leaders,
+)
 
 BOOTSTRAP_FAILED = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 9092)]")
 
@@ -38,6 +43,16 @@ BOOTSTRAP_FAILED = KafkaConnectionError("Unable to bootstrap from [('127.0.0.1',
             "the broker closed the connection",
             "STREAM_KPIS_SECURITY_PROTOCOL",
         ),
+        (
+            "[Errno -2] Name or service not known",
+            "the host does not resolve",
+            "check the host names in STREAM_KPIS_BOOTSTRAP_SERVERS",
+        ),
+        (
+            "[Errno 8] nodename nor servname provided, or not known",
+            "the host does not resolve",
+            "check the host names in STREAM_KPIS_BOOTSTRAP_SERVERS",
+        ),
     ],
 )
 def test_the_logged_cause_becomes_a_reason_and_advice(logged, meaning, advice):
@@ -50,6 +65,53 @@ def test_the_logged_cause_becomes_a_reason_and_advice(logged, meaning, advice):
     assert line.startswith(f"cannot connect to Kafka at 127.0.0.1:9093: {meaning} ({logged});")
     assert advice in line
     assert "\n" not in line
+
+
+def test_an_error_without_text_is_named_by_its_class():
+    # What aiokafka logs when the address is an HTTP server: it waits, the request times out.
+    with connect_failures() as causes:
+        logging.getLogger("aiokafka").error(
+            'Unable connect to "%s:%s": %s', "h", 80, TimeoutError()
+        )
+
+    assert causes == ["TimeoutError"]
+    line = cannot_connect("h:80", BOOTSTRAP_FAILED, causes)
+    assert line.startswith("cannot connect to Kafka at h:80: nothing answered as a Kafka broker")
+    assert "(TimeoutError)" in line
+
+
+def test_a_logged_exception_keeps_its_text():
+    refused = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 1)")
+    with connect_failures() as causes:
+        logging.getLogger("aiokafka").error('Unable connect to "%s:%s": %s', "h", 1, refused)
+
+    assert causes == ["[Errno 111] Connect call failed ('127.0.0.1', 1)"]
+
+
+def test_a_blank_logged_cause_is_never_a_blank_reason():
+    with connect_failures() as causes:
+        logging.getLogger("aiokafka").error('Unable connect to "h:1": %s', "  ")
+
+    assert causes[0].startswith('Unable connect to "h:1":')
+    assert "()" not in cannot_connect("h:1", BOOTSTRAP_FAILED, causes)
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        (TimeoutError(), "TimeoutError"),
+        (KafkaConnectionError(), "KafkaConnectionError"),
+        (OSError(" "), "OSError"),
+        (OSError("boom"), "boom"),
+    ],
+)
+def test_error_text_falls_back_to_the_class_name(error, text):
+    assert error_text(error) == text
+
+
+def test_without_a_logged_cause_an_empty_client_error_is_named():
+    line = cannot_connect("k:1", KafkaConnectionError(), [])
+    assert "(KafkaConnectionError);" in line
 
 
 def test_without_a_logged_cause_the_client_error_is_named():

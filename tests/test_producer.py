@@ -281,3 +281,31 @@ def test_a_topic_the_broker_cannot_create_is_named(kafka, unique, create_topics,
     routing = Routing.from_settings(settings, unrouted_topic="not a valid topic!")
     with pytest.raises(ProduceError, match="'not a valid topic!' does not exist"):
         asyncio.run(produce([b'{"type":"referral"}'], settings=settings, routing=routing))
+
+
+@pytest.mark.parametrize(("dataset", "encoding"), [("jsonl", "UTF-8"), ("telco", "UTF-8"),
+                                                   ("cdnow", "ASCII")])  # fmt: skip
+def test_replay_of_a_binary_file_names_the_file_and_the_byte(tmp_path, dataset, encoding):
+    binary = tmp_path / "binary.bin"
+    binary.write_bytes(b"first line\nsecond \xff\xfe line\n")
+
+    result = CliRunner().invoke(main, ["replay", dataset, str(binary), "--dry-run"])
+
+    assert result.exit_code == 2, result.output
+    assert f"{binary}: not {encoding} text: line 2, byte offset 18 is 0xff" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("program", ["", "all", "x" * 129])
+def test_replay_refuses_a_program_the_contract_rejects(program):
+    result = CliRunner().invoke(main, ["replay", "telco", "--dry-run", "--program", program])
+
+    assert result.exit_code == 2
+    assert f"Invalid value for '--program': {program!r}: a programme is 1-128" in result.output
+
+
+def test_a_rate_that_is_not_finite_is_named():
+    result = CliRunner().invoke(main, ["produce", "-", "--rate", "nan"], input="")
+
+    assert result.exit_code == 2
+    assert "Invalid value for '--rate': 'nan' is not a finite number" in result.output

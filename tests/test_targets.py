@@ -348,3 +348,19 @@ def test_rules_command_rejects_an_unconfigured_window(write_toml) -> None:
     assert "field 'window' must be a configured window" in refused.output
     assert accepted.exit_code == 0, accepted.output
     assert 'stream_kpis:kpi_ratio:global{kpi="csat",window="90d",program="all"}' in accepted.output
+
+
+def test_rules_command_names_an_output_it_cannot_write(tmp_path: Path) -> None:
+    output = tmp_path / "missing" / "targets.yml"
+
+    result = CliRunner().invoke(main, ["rules", str(EXAMPLE), "-o", str(output)])
+
+    assert result.exit_code == 2
+    assert f"--output '{output}': cannot write (No such file or directory)" in result.output
+
+
+def test_rules_help_names_where_worker_windows_come_from() -> None:
+    result = CliRunner().invoke(main, ["rules", "--help"])
+
+    assert "STREAM_KPIS_WINDOWS" in result.output
+    assert "given with --window" not in result.output

@@ -7,12 +7,16 @@ from pathlib import Path
 
 import click
 
+from stream_kpis.commands.params import check_extra_windows, check_windows
 from stream_kpis.compute import compute
 from stream_kpis.configure import contract_config, engine_config, load_judge
 from stream_kpis.errors import ConfigError
 from stream_kpis.settings import load_settings
 from stream_kpis.snapshot import dumps_snapshot
 from stream_kpis.timefmt import parse_timestamp
+
+# Wider indentation helps no reader, and a huge one would build gigabytes of spaces.
+MAX_INDENT = 16
 
 
 def _parse_as_of(value: str | None) -> float | None:
@@ -41,6 +45,7 @@ def _parse_as_of(value: str | None) -> float | None:
     "windows",
     multiple=True,
     metavar="NAME=DURATION[/BUCKET]",
+    callback=check_windows,
     help="Add a window (repeatable), e.g. --window 90d=90d/1d or --window 2h.",
 )
 @click.option(
@@ -51,7 +56,11 @@ def _parse_as_of(value: str | None) -> float | None:
 )
 @click.option("--program", help="Print only this programme's KPIs.")
 @click.option(
-    "--indent", type=int, default=2, show_default=True, help="JSON indentation; 0 prints one line."
+    "--indent",
+    type=click.IntRange(0, MAX_INDENT),
+    default=2,
+    show_default=True,
+    help="JSON indentation; 0 prints one line.",
 )
 def compute_command(
     events: Path,
@@ -67,6 +76,7 @@ def compute_command(
     Invalid lines are counted by reason under "events" in the output.
     """
     settings = load_settings(targets_file=targets_file)
+    check_extra_windows(settings.windows, windows)
     config = engine_config(settings, extra_windows=windows)
     judge = load_judge(settings, config)
     if events == Path("-"):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
 
 from stream_kpis.adapters._common import parse_time
+from stream_kpis.commands.params import FiniteFloatRange, open_output
 from stream_kpis.errors import ConfigError
 from stream_kpis.generate import GeneratorConfig, write
 
@@ -44,7 +45,7 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
 )
 @click.option(
     "--days",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloatRange(min=0, min_open=True),
     default=90.0,
     show_default=True,
     help="Length of the stream in days.",
@@ -62,14 +63,14 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
 )
 @click.option(
     "--churn-spike-factor",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=30.0,
     show_default=True,
     help="How many times the usual cancellation rate.",
 )
 @click.option(
     "--churn-spike-hours",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=6.0,
     show_default=True,
     help="How long the spike lasts.",
@@ -77,14 +78,14 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
 @click.option(
     "--out-of-order",
     "out_of_order",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.01,
     show_default=True,
     help="Fraction of events delivered late.",
 )
 @click.option(
     "--max-delay-seconds",
-    type=click.FloatRange(min=1),
+    type=FiniteFloatRange(min=1),
     default=240.0,
     show_default=True,
     help=(
@@ -94,14 +95,14 @@ def parse_moment(option: str, value: str | None) -> datetime | None:
 )
 @click.option(
     "--duplicates",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.0,
     show_default=True,
     help="Fraction of lines that repeat an earlier message exactly (same event_id).",
 )
 @click.option(
     "--invalid",
-    type=click.FloatRange(0, 1),
+    type=FiniteFloatRange(0, 1),
     default=0.0,
     show_default=True,
     help="Fraction of lines the contract rejects (for the dead-letter path).",
@@ -149,6 +150,35 @@ def generate_command(
         duplicate_fraction=duplicates,
         invalid_fraction=invalid,
     )
-    with click.open_file(str(output), "w", encoding="utf-8") as out:
+    check_span(start, config.start, days)
+    check_originals(count, duplicates, invalid)
+    with open_output(output) as out:
         written = write(config, out)
     logger.info("wrote %d events (seed %d) to %s", written, seed, output)
+
+
+def check_span(start_text: str | None, start: datetime | None, days: float) -> None:
+    """ConfigError naming --start or --days when the stream would leave the years 1-9999."""
+    one_day = timedelta(days=1)
+    if start is None:
+        today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        if days > (today - datetime.min.replace(tzinfo=UTC)) / one_day:
+            raise ConfigError(f"--days {days:g}: the stream would begin before the year 1")
+    elif days > (datetime.max.replace(tzinfo=UTC) - start) / one_day:
+        raise ConfigError(
+            f"--start {start_text!r} with --days {days:g}: the stream would end after the year 9999"
+        )
+
+
+def check_originals(count: int, duplicates: float, invalid: float) -> None:
+    """ConfigError when --duplicates leaves no original line for the duplicates to repeat.
+
+    The shares are rounded as `generate` rounds them; it writes no duplicate without an original.
+    """
+    repeated, rejected = round(count * duplicates), round(count * invalid)
+    if repeated and count - repeated - rejected <= 0:
+        also = f" and --invalid {invalid:g}" if rejected else ""
+        raise ConfigError(
+            f"--duplicates {duplicates:g} with --events {count}{also} leaves no original "
+            "event to repeat: lower --duplicates"
+        )

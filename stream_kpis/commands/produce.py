@@ -25,7 +25,10 @@ from rich.progress import (
 
 from stream_kpis.adapters import DATASETS, Event, get, retime
 from stream_kpis.commands.generate import parse_moment
+from stream_kpis.commands.params import FiniteFloatRange
 from stream_kpis.errors import ConfigError, DatasetError
+from stream_kpis.event_fields import MAX_ID_CHARS
+from stream_kpis.events import RESERVED_PROGRAM
 from stream_kpis.producer import Message, ProduceSummary, Routing, produce
 from stream_kpis.settings import load_settings
 
@@ -37,7 +40,7 @@ _stderr = Console(stderr=True)
 def _kafka_options(command: click.decorators.FC) -> click.decorators.FC:
     options = [
         click.option("--bootstrap-servers", help="Kafka brokers (default: settings)."),
-        click.option("--rate", type=click.FloatRange(min=0, min_open=True),
+        click.option("--rate", type=FiniteFloatRange(min=0, min_open=True),
                      metavar="EVENTS_PER_SECOND", help="Send no faster than this."),
         click.option("--key", help="Send every message with this key instead of its subject."),
         click.option("--unrouted-topic", metavar="TOPIC",
@@ -77,6 +80,18 @@ def produce_command(
     _send(lines, total, bootstrap_servers, rate, key, unrouted_topic, progress)
 
 
+def _check_program(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of replay's --program: a name the event contract accepts, so no event is lost."""
+    if value is not None and (not 0 < len(value) <= MAX_ID_CHARS or value == RESERVED_PROGRAM):
+        raise click.BadParameter(
+            f"{value!r}: a programme is 1-{MAX_ID_CHARS} characters and not "
+            f"{RESERVED_PROGRAM!r}, which names all programmes together",
+            ctx,
+            param,
+        )
+    return value
+
+
 @click.command("replay")
 @click.argument("dataset", type=click.Choice(sorted(DATASETS)))
 @click.argument(
@@ -89,7 +104,7 @@ def produce_command(
     help="Shift every time by one constant so the dataset's latest event is now.",
 )
 @click.option("--start", metavar="T", help="Shift every time so the first event is at T.")
-@click.option("--program", help="Set this programme on every event.")
+@click.option("--program", callback=_check_program, help="Set this programme on every event.")
 @click.option("--dry-run", is_flag=True, help="Write the events as JSONL to stdout; send nothing.")
 def replay_command(
     dataset: str,
@@ -111,22 +126,58 @@ def replay_command(
     """
     if retime and start:
         raise ConfigError("--retime and --start both move the timeline: give one of them")
-    events: Iterable[Event] = get(dataset).events(
-        path, start=parse_moment("--start", start), program=program
-    )
-    if retime:
-        now = datetime.now(UTC).replace(microsecond=0)
-        events = retime_events(events, now)
+    moment = parse_moment("--start", start)
+    try:
+        events: Iterable[Event] = get(dataset).events(path, start=moment, program=program)
+        if retime:
+            now = datetime.now(UTC).replace(microsecond=0)
+            events = retime_events(events, now)
 
-    lines = (json.dumps(event, separators=(",", ":")).encode("utf-8") for event in events)
-    if dry_run:
-        out = sys.stdout.buffer
-        for line in lines:
-            out.write(line + b"\n")
-        out.flush()
-        return
-    materialised = list(lines)
+        lines = (json.dumps(event, separators=(",", ":")).encode("utf-8") for event in events)
+        if dry_run:
+            out = sys.stdout.buffer
+            for line in lines:
+                out.write(line + b"\n")
+            out.flush()
+            return
+        materialised = list(lines)
+    except UnicodeDecodeError as exc:
+        raise DatasetError(not_text(path or get(dataset).bundled_path, exc)) from None
     _send(materialised, len(materialised), bootstrap_servers, rate, key, unrouted_topic, progress)
+
+
+def not_text(path: Path | None, error: UnicodeDecodeError) -> str:
+    """One line saying where the dataset at `path` stops being text in `error`'s encoding."""
+    encoding = error.encoding.upper()
+    if path is None or not path.is_file():
+        return f"{path}: a file in this folder is not {encoding} text ({error.reason})"
+    found = _first_undecodable(path, error.encoding)
+    if found is None:
+        return f"{path}: not {encoding} text ({error.reason})"
+    line, offset, first = found
+    byte = first.object[first.start]
+    return (
+        f"{path}: not {encoding} text: line {line}, byte offset {offset} is 0x{byte:02x} "
+        f"({first.reason})"
+    )
+
+
+def _first_undecodable(path: Path, encoding: str) -> tuple[int, int, UnicodeDecodeError] | None:
+    """The line (from 1) and byte offset (from 0) of the first byte `encoding` cannot decode,
+    with the decoding error. No UTF-8 or ASCII character holds the byte of '\\n', so
+    decoding line by line finds the same bytes as decoding the whole file."""
+    offset = 0
+    try:
+        with path.open("rb") as handle:
+            for number, line in enumerate(handle, start=1):
+                try:
+                    line.decode(encoding)
+                except UnicodeDecodeError as exc:
+                    return number, offset + exc.start, exc
+                offset += len(line)
+    except OSError:
+        pass
+    return None
 
 
 def retime_events(events: Iterable[Event], end: datetime) -> list[Event]:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from stream_kpis.commands.params import check_extra_windows, check_windows, open_output
 from stream_kpis.configure import engine_config
 from stream_kpis.settings import load_settings
 from stream_kpis.targets import load_targets, render_rules_yaml
@@ -26,7 +27,9 @@ from stream_kpis.targets import load_targets, render_rules_yaml
     "windows",
     multiple=True,
     metavar="NAME=DURATION[/BUCKET]",
-    help="A window the workers are given with --window (repeatable), so targets may use it.",
+    callback=check_windows,
+    help="A window the workers have beyond the STREAM_KPIS_WINDOWS seen here (repeatable), "
+    "so targets may use it.",
 )
 def rules_command(targets_file: Path, output: Path, windows: tuple[str, ...]) -> None:
     """Write the Prometheus recording rules for the targets in TARGETS_FILE (TOML).
@@ -35,13 +38,14 @@ def rules_command(targets_file: Path, output: Path, windows: tuple[str, ...]) ->
     plus the success-rate rules. Put the output in deploy/prometheus/rules/ next to kpis.yml,
     whose global KPI values the target rules compare.
     """
-    config = engine_config(load_settings(), extra_windows=windows)
+    settings = load_settings()
+    check_extra_windows(settings.windows, windows)
+    config = engine_config(settings, extra_windows=windows)
     names = [spec.name for spec in config.windows]
     targets = load_targets(targets_file, windows=names)
     text = render_rules_yaml(targets, source=str(targets_file))
 
-    if output == Path("-"):
-        click.echo(text, nl=False)
-    else:
-        output.write_text(text, encoding="utf-8")
+    with open_output(output) as out:
+        out.write(text)
+    if output != Path("-"):
         click.echo(f"wrote {len(targets)} target rules to {output}", err=True)

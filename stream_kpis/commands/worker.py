@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import errno
+import socket
+
 import click
 
+from stream_kpis.errors import ConfigError
 from stream_kpis.settings import load_settings
 
 
@@ -28,4 +32,36 @@ def worker_command(**options: object) -> None:
     """
     from stream_kpis.worker import run_worker
 
-    run_worker(load_settings(**options))
+    settings = load_settings(**options)
+    check_can_listen(settings.web_host, settings.web_port)
+    run_worker(settings)
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """ConfigError naming host:port when the web server could not listen there.
+
+    The web server starts only after Kafka answered, and a failure there is a traceback from
+    inside the framework; binding first says why at once. The port is let go again at once.
+    """
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ConfigError(
+            f"--web-host {host!r}: the host does not resolve ({exc.strerror})"
+        ) from None
+    for family, kind, proto, _, sockaddr in found:
+        with socket.socket(family, kind, proto) as probe:
+            # As the web server does, so a port whose last connections wait in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise ConfigError(
+                        f"--web-port {port}: cannot listen on {address}, the port is in use; "
+                        "choose another with --web-port or STREAM_KPIS_WEB_PORT"
+                    ) from None
+                raise ConfigError(
+                    f"--web-host {host!r}: cannot listen on {address} ({exc.strerror})"
+                ) from None

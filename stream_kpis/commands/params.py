@@ -1,0 +1,66 @@
+"""Option types and checks shared by the commands, so a bad value is named with its flag."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import IO, Any
+
+import click
+
+from stream_kpis.errors import ConfigError
+from stream_kpis.windows import parse_window
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A `click.FloatRange` that also refuses nan and infinity (nan passes every bound)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number.", param, ctx)
+        return number
+
+
+def check_windows(
+    ctx: click.Context, param: click.Parameter, texts: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Callback of a `--window` option: each value parses, and the names are not repeated."""
+    names = []
+    for text in texts:
+        name, equals, _ = text.rpartition("=")
+        if equals and not name.strip():
+            raise click.BadParameter(
+                f"{text!r} has no name before '=': write NAME=DURATION[/BUCKET] or "
+                "DURATION[/BUCKET]",
+                ctx,
+                param,
+            )
+        try:
+            names.append(parse_window(text).name)
+        except ConfigError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+        if names.count(names[-1]) > 1:
+            message = f"{text!r}: a window is named {names[-1]!r} already"
+            raise click.BadParameter(message, ctx, param)
+    return texts
+
+
+def check_extra_windows(configured: list[str], texts: tuple[str, ...]) -> None:
+    """ConfigError naming the `--window` value whose name is a configured window's too."""
+    taken = {parse_window(text).name for text in configured}
+    for text in texts:
+        name = parse_window(text).name
+        if name in taken:
+            raise ConfigError(
+                f"--window {text!r}: {name!r} is a window already (STREAM_KPIS_WINDOWS: "
+                f"{', '.join(configured)}); give this one another name, NAME=DURATION[/BUCKET]"
+            )
+
+
+def open_output(path: Path) -> IO[str]:
+    """`path` ('-' is stdout) opened to write text; ConfigError naming it when that fails."""
+    try:
+        return click.open_file(str(path), "w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--output {str(path)!r}: cannot write ({exc.strerror})") from None

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import urllib.parse
+from collections.abc import Mapping
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -40,6 +41,7 @@ ENV_PREFIX = "STREAM_KPIS_"
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_APP_ID_MAX_LENGTH = 249 - len("-__assignor-__leader")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -140,6 +142,17 @@ class Settings(BaseSettings):
     def _check_topic(cls, value: str) -> str:
         if not _TOPIC.match(value) or value in (".", ".."):
             raise ValueError("a Kafka topic name is 1-249 letters, digits, '.', '_' or '-'")
+        return value
+
+    @field_validator("app_id")
+    @classmethod
+    def _check_app_id(cls, value: str) -> str:
+        # It prefixes the internal topics; the longest is "<app id>-__assignor-__leader".
+        if not _TOPIC.match(value) or len(value) > _APP_ID_MAX_LENGTH:
+            raise ValueError(
+                f"the app id prefixes topic names: 1-{_APP_ID_MAX_LENGTH} letters, digits, "
+                "'.', '_' or '-'"
+            )
         return value
 
     @field_validator("redis_url")
@@ -292,17 +305,18 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
 
 
-def load_settings(**overrides: Any) -> Settings:
+def load_settings(*, flags: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from the environment, with `overrides` (non-None CLI values) on top.
 
-    Invalid values raise `ConfigError` with one line per problem, naming the setting, its
-    environment variable and, unless it is a secret, the value.
+    Invalid values raise `ConfigError` with one line per problem, naming the setting, where
+    its value came from (the flag in `flags`, setting name to flag, for an override; the
+    environment variable otherwise) and, unless it is a secret, the value.
     """
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
         return Settings(**given)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, given)) from None
+        raise ConfigError(_describe(exc, given, flags or {})) from None
     except (SettingsError, json.JSONDecodeError) as exc:
         raise ConfigError(f"invalid setting: {exc}") from None
 
@@ -310,7 +324,7 @@ def load_settings(**overrides: Any) -> Settings:
 _SECRET_FIELDS = frozenset({"sasl_password", "web_basic_auth_password"})
 
 
-def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
+def _describe(exc: ValidationError, given: dict[str, Any], flags: Mapping[str, str]) -> str:
     problems = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
@@ -320,9 +334,10 @@ def _describe(exc: ValidationError, given: dict[str, Any]) -> str:
             continue
 
         env_name = ENV_PREFIX + field.upper()
+        source = flags.get(field, env_name) if field in given else env_name
         raw = given.get(field, os.environ.get(env_name))
         shown = "" if raw is None or field in _SECRET_FIELDS else f" = {raw!r}"
         if field == "redis_url" and isinstance(raw, str):
             shown = f" = {redact_url(raw)!r}"
-        problems.append(f"invalid setting {field} ({env_name}){shown}: {message}")
+        problems.append(f"invalid setting {field} ({source}){shown}: {message}")
     return "; ".join(problems)

@@ -52,3 +52,21 @@ def test_the_command_stops_with_one_line_before_kafka(busy_port):
     assert result.exit_code == 2
     assert f"Error: --web-port {busy_port}: cannot listen on 127.0.0.1:{busy_port}" in result.output
     assert "Traceback" not in result.output and "Kafka" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--web-port", "99999"], {}, "web_port (--web-port) = 99999"),
+        ([], {"STREAM_KPIS_WEB_PORT": "99999"}, "web_port (STREAM_KPIS_WEB_PORT) = '99999'"),
+        (["--app-id", ""], {}, "app_id (--app-id) = ''"),
+    ],
+)
+def test_a_bad_setting_is_named_by_where_it_came_from(monkeypatch, args, env, named):
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+    result = CliRunner().invoke(main, ["worker", *args])
+
+    assert result.exit_code == 2
+    assert f"Error: invalid setting {named}" in result.output

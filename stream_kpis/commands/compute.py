@@ -7,11 +7,10 @@ from pathlib import Path
 
 import click
 
-from stream_kpis.commands.params import check_extra_windows, check_windows
+from stream_kpis.commands.params import check_extra_windows, check_windows, settings_from_flags
 from stream_kpis.compute import compute
 from stream_kpis.configure import contract_config, engine_config, load_judge
 from stream_kpis.errors import ConfigError
-from stream_kpis.settings import load_settings
 from stream_kpis.snapshot import dumps_snapshot
 from stream_kpis.timefmt import parse_timestamp
 
@@ -75,7 +74,7 @@ def compute_command(
     The same validation, dedup and KPI code as the live worker, with no Kafka or Redis.
     Invalid lines are counted by reason under "events" in the output.
     """
-    settings = load_settings(targets_file=targets_file)
+    settings = settings_from_flags(targets_file=targets_file)
     check_extra_windows(settings.windows, windows)
     config = engine_config(settings, extra_windows=windows)
     judge = load_judge(settings, config)

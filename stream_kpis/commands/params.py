@@ -9,6 +9,7 @@ from typing import IO, Any
 import click
 
 from stream_kpis.errors import ConfigError
+from stream_kpis.settings import Settings, load_settings
 from stream_kpis.windows import parse_window
 
 
@@ -64,3 +65,11 @@ def open_output(path: Path) -> IO[str]:
         return click.open_file(str(path), "w", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"--output {str(path)!r}: cannot write ({exc.strerror})") from None
+
+
+def settings_from_flags(**options: Any) -> Settings:
+    """`load_settings` with the current command's flag values, naming a bad one by its flag."""
+    context = click.get_current_context(silent=True)
+    params = context.command.params if context is not None else []
+    flags = {param.name: param.opts[0] for param in params if param.name and param.opts}
+    return load_settings(flags=flags, **options)

@@ -25,12 +25,11 @@ from rich.progress import (
 
 from stream_kpis.adapters import DATASETS, Event, get, retime
 from stream_kpis.commands.generate import parse_moment
-from stream_kpis.commands.params import FiniteFloatRange
+from stream_kpis.commands.params import FiniteFloatRange, settings_from_flags
 from stream_kpis.errors import ConfigError, DatasetError
 from stream_kpis.event_fields import MAX_ID_CHARS
 from stream_kpis.events import RESERVED_PROGRAM
 from stream_kpis.producer import Message, ProduceSummary, Routing, produce
-from stream_kpis.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -197,7 +196,7 @@ def _send(
     unrouted_topic: str | None,
     progress: bool,
 ) -> None:
-    settings = load_settings(bootstrap_servers=bootstrap_servers)
+    settings = settings_from_flags(bootstrap_servers=bootstrap_servers)
     routing = Routing.from_settings(settings, unrouted_topic=unrouted_topic, key=key)
     with _progress_bar(total, enabled=progress) as advance:
         summary = asyncio.run(

@@ -7,8 +7,8 @@ import socket
 
 import click
 
+from stream_kpis.commands.params import settings_from_flags
 from stream_kpis.errors import ConfigError
-from stream_kpis.settings import load_settings
 
 
 @click.command("worker")
@@ -32,7 +32,7 @@ def worker_command(**options: object) -> None:
     """
     from stream_kpis.worker import run_worker
 
-    settings = load_settings(**options)
+    settings = settings_from_flags(**options)
     check_can_listen(settings.web_host, settings.web_port)
     run_worker(settings)
 

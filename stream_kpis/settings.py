@@ -63,7 +63,9 @@ class Settings(BaseSettings):
     subscriptions_topic: str = Field("subscriptions", description="input topic of revenue events")
     surveys_topic: str = Field("surveys", description="input topic of survey events")
     dead_letter_topic: str = Field("stream-kpis-dead-letter", description="invalid messages")
-    topic_partitions: int = Field(4, ge=1, description="partitions of the topics stream-kpis makes")
+    topic_partitions: int = Field(
+        4, ge=1, le=10_000, description="partitions of the topics stream-kpis makes"
+    )
     replication_factor: int = Field(
         1, ge=1, description="replicas of each topic stream-kpis creates (3 in production)"
     )
@@ -121,7 +123,7 @@ class Settings(BaseSettings):
         "INFO", description="log level of stream-kpis"
     )
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb://")
-    snapshot_interval_seconds: float = Field(0.5, gt=0, description="Redis publish period")
+    snapshot_interval_seconds: float = Field(0.5, gt=0, le=3600, description="Redis publish period")
 
     # -- field checks -----------------------------------------------------------------------
 

@@ -117,6 +117,8 @@ def test_exchange_rates_are_exact_decimals(monkeypatch, text):
         ({"clock": "sundial"}, "invalid setting clock"),
         ({"grace_seconds": -1}, "invalid setting grace_seconds"),
         ({"snapshot_interval_seconds": 0}, "snapshot_interval_seconds"),
+        ({"snapshot_interval_seconds": float("inf")}, "less than or equal to 3600"),
+        ({"topic_partitions": 100_000}, "less than or equal to 10000"),
         ({"sessions_topic": "bad topic"}, "a Kafka topic name is"),
         ({"app_id": ""}, "the app id prefixes topic names: 1-229 letters"),
         ({"app_id": "my app"}, "app_id (STREAM_KPIS_APP_ID) = 'my app'"),

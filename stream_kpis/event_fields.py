@@ -49,6 +49,7 @@ class Invalid(Exception):
         self.reason = reason
         self.field = field
         self.detail = detail
+        self.event_type: str | None = None  # the message's type string, once it is known
 
 
 class Unreadable:

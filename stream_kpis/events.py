@@ -183,6 +183,7 @@ class Rejection:
     reason: str
     field: str | None
     detail: str
+    event_type: str | None = None  # the message's `type` when it was a string, else None
 
 
 DEFAULT_CONTRACT = ContractConfig()
@@ -199,7 +200,7 @@ def decode(
     try:
         return _decode(raw, topic, now, config)
     except Invalid as invalid:
-        return Rejection(invalid.reason, invalid.field, invalid.detail)
+        return Rejection(invalid.reason, invalid.field, invalid.detail, invalid.event_type)
     except Exception as exc:  # noqa: BLE001 - the contract is that decode never raises
         return _internal_error(exc, topic)
 
@@ -215,6 +216,17 @@ def _decode(raw: object, topic: str, now: float, config: ContractConfig) -> Even
         raise check.missing("type")
     if type(kind) is not str:
         raise Invalid("wrong_type", "type", f"expected a string, got {check.got(kind)}")
+    try:
+        return _typed(wire, kind, allowed, topic, now, config)
+    except Invalid as invalid:
+        invalid.event_type = kind
+        raise
+
+
+def _typed(
+    wire: Wire, kind: str, allowed: frozenset[str], topic: str, now: float, config: ContractConfig
+) -> Event:
+    """The event of a message whose `type` is the string `kind`."""
     if kind not in allowed:
         raise _wrong_type_for_topic(kind, topic)
 

@@ -421,7 +421,7 @@ class KpiWorker:
         counted[stream] = message.offset
         count_invalid(counts, rejection.reason)
         self._invalid_changed.add(partition)
-        self.metrics.count_invalid(role, rejection.reason)
+        self.metrics.count_invalid(role, rejection.reason, rejection.event_type)
         logger.debug(
             "dead-lettered %s:%d@%d: %s",
             message.topic,

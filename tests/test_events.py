@@ -361,7 +361,10 @@ def test_decode_never_raises_even_for_a_bad_topic_role() -> None:
 def test_rejection_details_show_what_arrived() -> None:
     result = rejected(payload("survey_response", score=11, survey="nps", scale=None))
     assert result == Rejection(
-        "score_out_of_range", "score", "expected an integer from 0 to 10 on scale 0-10, got 11"
+        "score_out_of_range",
+        "score",
+        "expected an integer from 0 to 10 on scale 0-10, got 11",
+        "survey_response",
     )
 
 
@@ -382,3 +385,19 @@ def test_the_documented_examples_are_valid() -> None:
 def test_every_reason_code_is_documented() -> None:
     documented = set(re.findall(r"^\| `([a-z_0-9]+)` \|", DOCS.read_text(), flags=re.MULTILINE))
     assert sorted(REASON_CODES - documented) == []
+
+
+@pytest.mark.parametrize(
+    ("message", "topic", "event_type"),
+    [
+        (payload("purchase", amount="-5.00"), None, "purchase"),
+        (payload("purchase"), "sessions", "purchase"),  # wrong_topic
+        (payload("session", type="login"), "sessions", "login"),  # unknown_type
+        (payload("session", event_id=7), None, "session"),
+        (payload("session", type=5), "sessions", None),
+        (without("session", "type"), "sessions", None),
+        (b"{not json", "sessions", None),
+    ],
+)
+def test_a_rejection_keeps_the_type_string_the_message_had(message, topic, event_type):
+    assert rejected(message, topic=topic).event_type == event_type

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from datetime import UTC, datetime
 
 import pytest
 
 from stream_kpis.generate import GeneratorConfig, generate
 from tests.workers import (
+    TOPIC_OF_TYPE,
     WorkerProcess,
     assert_same_kpis,
+    metric_samples,
     offline_snapshot,
     produce,
     wait_for_counts,
@@ -40,6 +44,7 @@ def test_worker_equals_compute(kafka, redis_server, unique, tmp_path, key_mode):
         worker.wait_ready()
         produced = produce(kafka.bootstrap_servers, unique, lines, key_mode=key_mode)
         got = wait_for_counts(worker, produced)
+        metrics = worker.get("/metrics").text
     finally:
         worker.stop()
 
@@ -48,3 +53,29 @@ def test_worker_equals_compute(kafka, redis_server, unique, tmp_path, key_mode):
         assert got["events"][name] == expected["events"][name], name
     assert sum(expected["events"]["invalid"].values()) > 0
     assert expected["events"]["duplicate"] > 0
+    assert _invalid_by_type_label(metrics) == _generated_invalid_by_type(lines)
+
+
+def _invalid_by_type_label(metrics: str) -> Counter[str]:
+    counted: Counter[str] = Counter()
+    for labels, value in metric_samples(metrics, "stream_kpis_messages_total"):
+        if labels["outcome"] == "invalid" and value:
+            counted[labels["type"]] += int(value)
+    return counted
+
+
+def _generated_invalid_by_type(lines: list[str]) -> Counter[str]:
+    """The type label each invalid line of the generator should be counted under, from the
+    generator's own marking (`invalid-` event ids) and the metrics docs: the contract type
+    when the line has one, `other` for an unknown type string, `unknown` when not JSON."""
+    labels: Counter[str] = Counter()
+    for line in lines:
+        try:
+            body = json.loads(line)
+        except ValueError:
+            labels["unknown"] += 1
+            continue
+        if str(body.get("event_id", "")).startswith("invalid-"):
+            kind = body["type"]
+            labels[kind if kind in TOPIC_OF_TYPE else "other"] += 1
+    return labels

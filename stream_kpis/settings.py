@@ -33,6 +33,8 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from stream_kpis.errors import ConfigError
+from stream_kpis.event_fields import MAX_ID_CHARS
+from stream_kpis.events import RESERVED_PROGRAM
 from stream_kpis.windows import DEFAULT_WINDOWS, WindowSpec, parse_windows
 
 logger = logging.getLogger(__name__)
@@ -44,6 +46,13 @@ _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _APP_ID_MAX_LENGTH = 249 - len("-__assignor-__leader")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def check_topic_name(value: str) -> str:
+    """`value` when Kafka accepts it as a topic name; ValueError saying what it accepts."""
+    if not _TOPIC.match(value) or value in (".", ".."):
+        raise ValueError("a Kafka topic name is 1-249 letters, digits, '.', '_' or '-'")
+    return value
 
 
 class Settings(BaseSettings):
@@ -109,6 +118,10 @@ class Settings(BaseSettings):
     )
     clock: Literal["wall", "event"] = Field("wall", description="wall clock, or newest event time")
     max_programs: int = Field(20, ge=1, description="programmes with their own metric labels")
+    programs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="programmes that always keep their own metric label, comma-separated",
+    )
     targets_file: Path | None = Field(None, description="TOML file of KPI targets")
 
     # -- serving ----------------------------------------------------------------------------
@@ -142,9 +155,7 @@ class Settings(BaseSettings):
     @field_validator("sessions_topic", "subscriptions_topic", "surveys_topic", "dead_letter_topic")
     @classmethod
     def _check_topic(cls, value: str) -> str:
-        if not _TOPIC.match(value) or value in (".", ".."):
-            raise ValueError("a Kafka topic name is 1-249 letters, digits, '.', '_' or '-'")
-        return value
+        return check_topic_name(value)
 
     @field_validator("app_id")
     @classmethod
@@ -160,18 +171,34 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str) -> str:
-        if urllib.parse.urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        parts = urllib.parse.urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        try:
+            parts.port  # noqa: B018 - reading it is the check
+        except ValueError:
+            raise ValueError("the port must be a number from 0 to 65535") from None
         return value
 
-    @field_validator("windows", mode="before")
+    @field_validator("windows", "programs", mode="before")
     @classmethod
-    def _split_windows(cls, value: Any) -> Any:
+    def _split_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("programs")
+    @classmethod
+    def _check_programs(cls, value: list[str]) -> list[str]:
+        for program in value:
+            if not 0 < len(program) <= MAX_ID_CHARS or program == RESERVED_PROGRAM:
+                raise ValueError(
+                    f"{program!r}: a programme is 1-{MAX_ID_CHARS} characters and not "
+                    f"{RESERVED_PROGRAM!r}"
+                )
         return value
 
     @field_validator("windows")
@@ -253,6 +280,31 @@ class Settings(BaseSettings):
             except OSError as exc:
                 raise ValueError(f"{field}_file {path} cannot be read: {exc.strerror}") from None
             setattr(self, field, SecretStr(secret))
+        return self
+
+    @model_validator(mode="after")
+    def _check_topics_are_distinct(self) -> Settings:
+        # One topic in two roles loses data: a second input role dead-letters the other's
+        # events as wrong_topic, and a dead-letter topic that is read dead-letters forever.
+        roles: dict[str, str] = {}
+        for field in (
+            "sessions_topic",
+            "subscriptions_topic",
+            "surveys_topic",
+            "dead_letter_topic",
+        ):
+            topic = getattr(self, field)
+            if topic in roles:
+                raise ValueError(
+                    f"{roles[topic]} and {field} are both {topic!r}; give each its own"
+                )
+            roles[topic] = field
+        for suffix in ("by-subject", "subjects-changelog", "outcomes-changelog"):
+            internal = f"{self.app_id}-{suffix}"
+            if internal in roles:
+                raise ValueError(
+                    f"{roles[internal]} {internal!r} is an internal topic of app id {self.app_id!r}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -135,7 +135,7 @@ class KpiWorker:
             self.registry,
             read_components=self.read_partitions,
             max_programs=settings.max_programs,
-            programs=target_programs(targets),
+            programs=set(settings.programs) | target_programs(targets),
         )
         self.feed = RedisFeed(
             settings.redis_url,

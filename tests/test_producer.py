@@ -309,3 +309,14 @@ def test_a_rate_that_is_not_finite_is_named():
 
     assert result.exit_code == 2
     assert "Invalid value for '--rate': 'nan' is not a finite number" in result.output
+
+
+@pytest.mark.parametrize("command", ["produce", "replay"])
+def test_an_unrouted_topic_kafka_would_refuse_is_named_before_connecting(command):
+    source = ["-"] if command == "produce" else ["telco"]
+    args = [command, *source, "--unrouted-topic", "bad!topic", "--bootstrap-servers", "x:1"]
+
+    result = CliRunner().invoke(main, args, input="not json\n")
+
+    assert result.exit_code == 2
+    assert "'--unrouted-topic': 'bad!topic': a Kafka topic name is" in result.output

@@ -124,6 +124,19 @@ def test_exchange_rates_are_exact_decimals(monkeypatch, text):
         ({"app_id": "my app"}, "app_id (STREAM_KPIS_APP_ID) = 'my app'"),
         ({"app_id": "a" * 230}, "the app id prefixes topic names"),
         ({"redis_url": "http://x"}, "must start with redis://"),
+        ({"redis_url": "redis://:pw@127.0.0.1:99999/0"}, "port must be a number from 0 to"),
+        (
+            {"dead_letter_topic": "sessions"},
+            "sessions_topic and dead_letter_topic are both 'sessions'",
+        ),
+        (
+            {"sessions_topic": "x", "subscriptions_topic": "x"},
+            "sessions_topic and subscriptions_topic are both 'x'",
+        ),
+        (
+            {"surveys_topic": "stream-kpis-by-subject"},
+            "surveys_topic 'stream-kpis-by-subject' is an internal topic of app id",
+        ),
         ({"store": "postgres://"}, "memory:// or rocksdb://"),
         ({"targets_file": "/nonexistent/targets.yml"}, "does not exist"),
         ({"security_protocol": "SASL_SSL"}, "needs sasl_username and sasl_password"),
@@ -211,3 +224,19 @@ def test_readme_lists_every_setting():
         name for name in Settings.model_fields if f"`STREAM_KPIS_{name.upper()}`" not in readme
     ]
     assert missing == []
+
+
+def test_programs_keeping_their_label_are_read_comma_separated(monkeypatch):
+    monkeypatch.setenv("STREAM_KPIS_PROGRAMS", " web, app ,")
+
+    assert load_settings().programs == ["web", "app"]
+
+
+@pytest.mark.parametrize("text", ["web,all", "x" * 129])
+def test_a_programme_that_cannot_exist_is_refused(monkeypatch, text):
+    monkeypatch.setenv("STREAM_KPIS_PROGRAMS", text)
+
+    with pytest.raises(
+        ConfigError, match=r"programs \(STREAM_KPIS_PROGRAMS\).*a programme is 1-128"
+    ):
+        load_settings()

@@ -9,7 +9,7 @@ from typing import IO, Any
 import click
 
 from stream_kpis.errors import ConfigError
-from stream_kpis.settings import Settings, load_settings
+from stream_kpis.settings import Settings, check_topic_name, load_settings
 from stream_kpis.windows import parse_window
 
 
@@ -73,3 +73,13 @@ def settings_from_flags(**options: Any) -> Settings:
     params = context.command.params if context is not None else []
     flags = {param.name: param.opts[0] for param in params if param.name and param.opts}
     return load_settings(flags=flags, **options)
+
+
+def check_topic(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Callback of an option naming a Kafka topic: refused unless Kafka accepts the name."""
+    if value is None:
+        return None
+    try:
+        return check_topic_name(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None

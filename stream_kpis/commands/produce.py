@@ -25,7 +25,7 @@ from rich.progress import (
 
 from stream_kpis.adapters import DATASETS, Event, get, retime
 from stream_kpis.commands.generate import parse_moment
-from stream_kpis.commands.params import FiniteFloatRange, settings_from_flags
+from stream_kpis.commands.params import FiniteFloatRange, check_topic, settings_from_flags
 from stream_kpis.errors import ConfigError, DatasetError
 from stream_kpis.event_fields import MAX_ID_CHARS
 from stream_kpis.events import RESERVED_PROGRAM
@@ -42,7 +42,7 @@ def _kafka_options(command: click.decorators.FC) -> click.decorators.FC:
         click.option("--rate", type=FiniteFloatRange(min=0, min_open=True),
                      metavar="EVENTS_PER_SECOND", help="Send no faster than this."),
         click.option("--key", help="Send every message with this key instead of its subject."),
-        click.option("--unrouted-topic", metavar="TOPIC",
+        click.option("--unrouted-topic", metavar="TOPIC", callback=check_topic,
                      help="Topic for lines that are not JSON or have no known type "
                           "(default: the sessions topic), where the worker dead-letters them."),
         click.option("--progress/--no-progress", default=True, show_default=True,

@@ -38,7 +38,15 @@ def test_worker_equals_compute(kafka, redis_server, unique, tmp_path, key_mode):
     )
     expected = offline_snapshot(lines)
 
-    env = worker_env(unique, kafka.bootstrap_servers, redis_server.url)
+    # Of the stream's programmes (app, default, web), the one named keeps its metric label
+    # although it comes last in sorted order, where max_programs alone would keep app.
+    env = worker_env(
+        unique,
+        kafka.bootstrap_servers,
+        redis_server.url,
+        STREAM_KPIS_MAX_PROGRAMS="1",
+        STREAM_KPIS_PROGRAMS="web",
+    )
     worker = WorkerProcess(env, tmp_path).start()
     try:
         worker.wait_ready()
@@ -54,6 +62,10 @@ def test_worker_equals_compute(kafka, redis_server, unique, tmp_path, key_mode):
     assert sum(expected["events"]["invalid"].values()) > 0
     assert expected["events"]["duplicate"] > 0
     assert _invalid_by_type_label(metrics) == _generated_invalid_by_type(lines)
+    programs = {
+        labels["program"] for labels, _ in metric_samples(metrics, "stream_kpis_kpi_numerator")
+    }
+    assert programs == {"all", "web", "other"}
 
 
 def _invalid_by_type_label(metrics: str) -> Counter[str]:

@@ -12,6 +12,7 @@ or `STREAM_KPIS_WEB_BASIC_AUTH_PASSWORD_FILE` (Docker and Kubernetes secrets).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import os
@@ -368,11 +369,31 @@ def load_settings(*, flags: Mapping[str, str] | None = None, **overrides: Any) -
     """
     given = {key: value for key, value in overrides.items() if value is not None}
     try:
-        return Settings(**given)
+        settings = Settings(**given)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, given, flags or {})) from None
     except (SettingsError, json.JSONDecodeError) as exc:
         raise ConfigError(f"invalid setting: {exc}") from None
+    _warn_of_unknown_variables(os.environ)
+    return settings
+
+
+# Variables with the settings' prefix that other parts read (the local services, the tests).
+OTHER_VARIABLES = frozenset(
+    {"STREAM_KPIS_CACHE_DIR", "STREAM_KPIS_NO_INSTALL", "STREAM_KPIS_SHARED_DATASETS"}
+)
+
+
+def _warn_of_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Log each STREAM_KPIS_* variable that nothing reads, most likely a misspelt setting."""
+    known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX) or name in known:
+            continue
+        suffixes = [known_name.removeprefix(ENV_PREFIX) for known_name in known]
+        close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.8)
+        hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
+        logger.warning("%s is not a setting and is ignored%s", name, hint)
 
 
 _SECRET_FIELDS = frozenset({"sasl_password", "web_basic_auth_password"})

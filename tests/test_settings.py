@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -240,3 +241,17 @@ def test_a_programme_that_cannot_exist_is_refused(monkeypatch, text):
         ConfigError, match=r"programs \(STREAM_KPIS_PROGRAMS\).*a programme is 1-128"
     ):
         load_settings()
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(monkeypatch, caplog):
+    monkeypatch.setenv("STREAM_KPIS_WEB_PROT", "7000")
+    monkeypatch.setenv("STREAM_KPIS_NOTHING_LIKE_IT", "1")
+    monkeypatch.setenv("STREAM_KPIS_CACHE_DIR", "/tmp")  # read by the local services
+
+    with caplog.at_level(logging.WARNING, logger="stream_kpis.settings"):
+        assert load_settings().web_port == 6066
+
+    assert [record.getMessage() for record in caplog.records] == [
+        "STREAM_KPIS_NOTHING_LIKE_IT is not a setting and is ignored",
+        "STREAM_KPIS_WEB_PROT is not a setting and is ignored; did you mean STREAM_KPIS_WEB_PORT?",
+    ]

@@ -16,6 +16,7 @@ import base64
 import hmac
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web as aiohttp_web
@@ -31,6 +32,8 @@ logger = logging.getLogger(__name__)
 
 # Every path register_views serves (all answer GET).
 ROUTES = ("/healthz", "/readyz", "/metrics", "/kpis", "/kpis/{program}")
+
+_SHOWN_CHARS = 60
 
 
 def register_views(worker: KpiWorker) -> None:
@@ -81,14 +84,16 @@ def register_views(worker: KpiWorker) -> None:
     async def kpis(web: Any, request: Any) -> Any:
         if (refused := denied(web, request)) is not None:
             return refused
-        status, body = kpis_document(worker, request.query.get("window"), program=None)
+        windows = request.query.getall("window", [])
+        status, body = kpis_document(worker, windows, program=None)
         return web.json(body, status=status)
 
     @app.page("/kpis/{program}")
     async def kpis_program(web: Any, request: Any, program: str) -> Any:
         if (refused := denied(web, request)) is not None:
             return refused
-        status, body = kpis_document(worker, request.query.get("window"), program=program)
+        windows = request.query.getall("window", [])
+        status, body = kpis_document(worker, windows, program=program)
         return web.json(body, status=status)
 
 
@@ -128,16 +133,22 @@ def redis_status(worker: KpiWorker) -> dict[str, Any]:
 
 
 def kpis_document(
-    worker: KpiWorker, window: str | None, *, program: str | None
+    worker: KpiWorker, windows: Sequence[str], *, program: str | None
 ) -> tuple[int, dict[str, Any]]:
-    """The status code and body of `/kpis` (program None) or `/kpis/{program}`."""
+    """The status code and body of `/kpis` (program None) or `/kpis/{program}`, given the
+    values of the `window` query parameter (none, or one)."""
+    if len(windows) > 1:
+        error = f"window given {len(windows)} times; give one, or none for every window"
+        return 400, {"error": error, "windows": worker.window_names}
+    window = windows[0] if windows else None
     if window is not None and window not in worker.window_names:
-        return 400, {"error": f"unknown window {window!r}", "windows": worker.window_names}
+        return 400, {"error": f"unknown window {_shown(window)}", "windows": worker.window_names}
 
     snapshot, degraded = _served_snapshot(worker)
     if program is not None:
         if program not in _programs(snapshot):
-            return 404, {"error": f"unknown programme {program!r}", "programs": _programs(snapshot)}
+            error = f"unknown programme {_shown(program)}"
+            return 404, {"error": error, "programs": _programs(snapshot)}
         snapshot = only_program(snapshot, program)
     if window is not None:
         snapshot = only_window(snapshot, window)
@@ -198,3 +209,10 @@ def only_window(snapshot: dict[str, Any], window: str) -> dict[str, Any]:
     cut["windows"] = {window: snapshot["windows"].get(window, {})}
     cut["targets"] = [t for t in snapshot.get("targets", []) if t["window"] == window]
     return cut
+
+
+def _shown(text: str) -> str:
+    """A request's value quoted for an error, cut short so a long one is not echoed whole."""
+    if len(text) <= _SHOWN_CHARS:
+        return repr(text)
+    return f"{text[:_SHOWN_CHARS]!r}… ({len(text)} characters)"

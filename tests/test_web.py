@@ -93,7 +93,7 @@ def fake_worker(*, redis_up: bool | None, global_snapshot: Any) -> Any:
 
 def test_the_global_snapshot_is_served_whole():
     status, body = kpis_document(
-        fake_worker(redis_up=True, global_snapshot=snapshot("global")), None, program=None
+        fake_worker(redis_up=True, global_snapshot=snapshot("global")), [], program=None
     )
     assert status == 200
     assert body == snapshot("global")
@@ -101,7 +101,7 @@ def test_the_global_snapshot_is_served_whole():
 
 def test_one_programme_keeps_its_kpis_targets_and_success_rate():
     worker = fake_worker(redis_up=True, global_snapshot=snapshot("global"))
-    status, body = kpis_document(worker, None, program="web")
+    status, body = kpis_document(worker, [], program="web")
     assert status == 200
     assert body["windows"] == {
         "7d": {"web": {"csat": entry(1, 2)}},
@@ -115,7 +115,7 @@ def test_one_programme_keeps_its_kpis_targets_and_success_rate():
 
 def test_one_window_keeps_the_targets_judged_on_it():
     worker = fake_worker(redis_up=True, global_snapshot=snapshot("global"))
-    status, body = kpis_document(worker, "7d", program="all")
+    status, body = kpis_document(worker, ["7d"], program="all")
     assert status == 200
     assert body["windows"] == {"7d": {"all": {"csat": entry(3, 4)}}}
     assert body["targets"] == [snapshot("")["targets"][0]]
@@ -124,21 +124,21 @@ def test_one_window_keeps_the_targets_judged_on_it():
 def test_an_unknown_window_is_400_and_names_the_windows():
     worker = fake_worker(redis_up=True, global_snapshot=snapshot("global"))
     for program in (None, "web"):
-        status, body = kpis_document(worker, "2h", program=program)
+        status, body = kpis_document(worker, ["2h"], program=program)
         assert status == 400
         assert body == {"error": "unknown window '2h'", "windows": WINDOWS}
 
 
 def test_an_unknown_programme_is_404_and_names_the_programmes():
     worker = fake_worker(redis_up=True, global_snapshot=snapshot("global"))
-    status, body = kpis_document(worker, None, program="mobile")
+    status, body = kpis_document(worker, [], program="mobile")
     assert status == 404
     assert body == {"error": "unknown programme 'mobile'", "programs": ["all", "web"]}
 
 
 def test_without_redis_the_local_partitions_are_served_and_say_so():
     worker = fake_worker(redis_up=False, global_snapshot=snapshot("global"))
-    status, body = kpis_document(worker, None, program=None)
+    status, body = kpis_document(worker, [], program=None)
     assert status == 200
     assert body["events"]["label"] == "local"
     degraded = body["degraded"]
@@ -150,7 +150,7 @@ def test_without_redis_the_local_partitions_are_served_and_say_so():
 
 def test_before_every_partition_is_published_the_local_partitions_are_served():
     worker = fake_worker(redis_up=True, global_snapshot=None)
-    status, body = kpis_document(worker, "7d", program="web")
+    status, body = kpis_document(worker, ["7d"], program="web")
     assert status == 200
     assert body["events"]["label"] == "local"
     assert body["degraded"]["reason"] == "global_snapshot_incomplete"
@@ -182,3 +182,21 @@ def test_readiness(recovered, rebalancing, broker, redis_up, ready, status, degr
     assert (body["ready"], body["status"], body["degraded"]) == (ready, status, degraded)
     assert body["checks"]["broker"]["reachable"] is broker
     assert body["checks"]["redis"]["status"] == ("up" if redis_up else "down")
+
+
+def test_a_window_given_twice_is_400():
+    worker = fake_worker(redis_up=True, global_snapshot=snapshot("global"))
+    status, body = kpis_document(worker, ["7d", "all"], program=None)
+    assert status == 400
+    assert body == {
+        "error": "window given 2 times; give one, or none for every window",
+        "windows": WINDOWS,
+    }
+
+
+def test_a_long_value_is_not_echoed_whole():
+    worker = fake_worker(redis_up=True, global_snapshot=snapshot("global"))
+    status, body = kpis_document(worker, ["w" * 5000], program=None)
+    assert (status, body["error"]) == (400, f"unknown window {'w' * 60!r}… (5000 characters)")
+    status, body = kpis_document(worker, [], program="p" * 61)
+    assert (status, body["error"]) == (404, f"unknown programme {'p' * 60!r}… (61 characters)")

@@ -213,11 +213,17 @@ class Settings(BaseSettings):
             raise ValueError(str(exc)) from None
         return value
 
+    @field_validator("reporting_currency", mode="before")
+    @classmethod
+    def _upper_currency(cls, value: Any) -> Any:
+        # As event currencies: the code is read whatever its case.
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("reporting_currency")
     @classmethod
     def _check_currency(cls, value: str) -> str:
         if not _CURRENCY.match(value):
-            raise ValueError("must be a three-letter ISO 4217 code in capitals, such as USD")
+            raise ValueError("must be a three-letter ISO 4217 code, such as USD")
         return value
 
     @field_validator("exchange_rates", mode="before")
@@ -236,16 +242,31 @@ class Settings(BaseSettings):
     @field_validator("exchange_rates")
     @classmethod
     def _check_exchange_rates(cls, value: dict[str, Decimal]) -> dict[str, Decimal]:
-        for code, rate in value.items():
+        rates: dict[str, Decimal] = {}
+        for given, rate in value.items():
+            code = given.upper()
             if not _CURRENCY.match(code):
-                raise ValueError(f"{code!r} is not a three-letter ISO 4217 code in capitals")
+                raise ValueError(f"{given!r} is not a three-letter ISO 4217 code")
+            if code in rates:
+                raise ValueError(f"{code} is given twice")
+            rates[code] = rate
             try:
                 usable = rate.is_finite() and rate > 0
             except InvalidOperation:
                 usable = False
             if not usable:
                 raise ValueError(f"the rate for {code} must be a positive number, not {rate}")
-        return value
+        return rates
+
+    @model_validator(mode="after")
+    def _check_reporting_rate(self) -> Settings:
+        rate = self.exchange_rates.get(self.reporting_currency)
+        if rate is not None and rate != 1:
+            raise ValueError(
+                f"exchange_rates gives the reporting currency {self.reporting_currency} the rate "
+                f"{rate}; it must be 1 or left out"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

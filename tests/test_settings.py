@@ -112,7 +112,9 @@ def test_exchange_rates_are_exact_decimals(monkeypatch, text):
         ({"windows": ["1x"]}, "invalid setting windows"),
         ({"windows": ["45m/1h"]}, "whole number of buckets"),
         ({"windows": []}, "at least one window"),
-        ({"reporting_currency": "usd"}, "three-letter ISO 4217 code"),
+        ({"reporting_currency": "dollars"}, "three-letter ISO 4217 code"),
+        ({"exchange_rates": {"USD": "2"}}, "reporting currency USD the rate 2; it must be 1"),
+        ({"exchange_rates": {"eur": "1.1", "EUR": "1.2"}}, "EUR is given twice"),
         ({"exchange_rates": {"EUR": "0"}}, "the rate for EUR must be a positive number"),
         ({"exchange_rates": {"euro": "1.1"}}, "'euro' is not a three-letter"),
         ({"clock": "sundial"}, "invalid setting clock"),
@@ -255,3 +257,17 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(monkeypatch,
         "STREAM_KPIS_NOTHING_LIKE_IT is not a setting and is ignored",
         "STREAM_KPIS_WEB_PROT is not a setting and is ignored; did you mean STREAM_KPIS_WEB_PORT?",
     ]
+
+
+def test_currency_codes_are_read_whatever_their_case(monkeypatch):
+    monkeypatch.setenv("STREAM_KPIS_REPORTING_CURRENCY", " eur")
+    monkeypatch.setenv("STREAM_KPIS_EXCHANGE_RATES", "usd=0.92,Gbp=1.17,eur=1")
+
+    settings = load_settings()
+
+    assert settings.reporting_currency == "EUR"
+    assert settings.exchange_rates == {
+        "USD": Decimal("0.92"),
+        "GBP": Decimal("1.17"),
+        "EUR": Decimal("1"),
+    }

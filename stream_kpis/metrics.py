@@ -218,6 +218,7 @@ class WorkerMetrics:
                 for outcome in OUTCOMES:
                     self.messages.labels(topic, event_type, outcome)
             self.messages.labels(topic, UNKNOWN_TYPE, "invalid")
+            self.redelivered_messages.labels(topic)
             for reason in sorted(reasons):
                 self.invalid_messages.labels(topic, reason)
 

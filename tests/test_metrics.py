@@ -389,6 +389,7 @@ def test_counters_start_at_zero_for_every_topic_type_and_outcome(
         value(registry, "stream_kpis_invalid_messages_total", topic="surveys", reason="not_json")
         == 0
     )
+    assert value(registry, "stream_kpis_redelivered_messages_total", topic="sessions") == 0
 
 
 def test_no_effect_late_and_publish_error_counters(registry: CollectorRegistry) -> None:

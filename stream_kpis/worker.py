@@ -35,6 +35,7 @@ import logging
 import os
 import socket
 import ssl
+import sys
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -748,6 +749,8 @@ def run_worker(settings: Settings) -> None:
     faust_worker = faust.Worker(
         worker.app, loglevel=settings.log_level, quiet=True, override_logging=False
     )
+    if not sys.stdout.isatty():
+        faust_worker.spinner = None  # it writes cursor codes even to a file or a pipe
     faust_worker.execute_from_commandline()
 
 

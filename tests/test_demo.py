@@ -8,6 +8,7 @@ installed (and the test's own are back once it ends).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import signal
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -28,10 +29,12 @@ SNAPSHOT: dict[str, Any] = {
     },
     "events": {"accepted": 10, "invalid": {"bad_json": 2}, "duplicate": 1},
 }
+WAIT_READY = demo._wait_ready  # before any fake replaces it
 
 
 @pytest.fixture(autouse=True)
-def _fast(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> Iterator[None]:
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the worker's log is looked for
     monkeypatch.setattr(demo, "POLL_SECONDS", 0.01)
     monkeypatch.setattr(demo, "PLAIN_INTERVAL_SECONDS", 0.0)
     demo._console.quiet = False
@@ -239,6 +242,153 @@ def test_a_worker_that_dies_is_an_error_and_everything_stops(fakes: Fakes) -> No
         "redis stopped",
         "kafka stopped",
     ]
+
+
+def test_a_worker_that_dies_is_an_error_with_the_last_line_of_its_log(fakes: Fakes) -> None:
+    fakes.worker_exit_code = 1
+    demo._worker_log().write_text("2026-01-01 WARNING faust: lost the broker\nKilled\n")
+
+    result = run_demo()
+
+    assert result.exit_code == 2
+    assert "Error: the worker stopped: Killed\n" in result.output
+
+
+def test_a_worker_that_stops_while_starting_says_why_from_its_log(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "_wait_ready", WAIT_READY)
+    fakes.worker_exit_code = 2
+    demo._worker_log().write_bytes(
+        b"\x08\x1b[?25h2026-01-01 ERROR aiokafka: Unable to connect\n"
+        b"Error: --web-port 6066: cannot listen on 127.0.0.1:6066, the port is in use\n"
+        b"\x08\x1b[?25h\n"
+    )
+
+    result = run_demo()
+
+    assert result.exit_code == 2, result.output
+    assert (
+        "Error: the worker stopped while starting: --web-port 6066: cannot listen on "
+        "127.0.0.1:6066, the port is in use\n"
+    ) in result.output
+    assert "\x1b" not in result.output
+    assert [entry for entry in fakes.log if entry.endswith("stopped")] == [
+        "worker stopped",
+        "redis stopped",
+        "kafka stopped",
+    ]
+
+
+class TestLastLogLine:
+    def test_the_last_error_line_without_terminal_sequences(self, tmp_path: Any) -> None:
+        log = tmp_path / "worker.log"
+        log.write_bytes(b"Error: first\nError: \x1b[31msecond\x1b[0m\ntraceback noise\n\x1b[?25h")
+        assert demo._last_log_line(log) == "Error: second"
+
+    def test_else_the_last_line_with_text(self, tmp_path: Any) -> None:
+        log = tmp_path / "worker.log"
+        log.write_bytes(b"starting\nValueError: boom\n\x08\x1b[?25h\n  \n")
+        assert demo._last_log_line(log) == "ValueError: boom"
+
+    def test_none_for_an_empty_or_missing_log(self, tmp_path: Any) -> None:
+        log = tmp_path / "worker.log"
+        assert demo._last_log_line(log) is None
+        log.write_bytes(b"\x08\x1b[?25h\n")
+        assert demo._last_log_line(log) is None
+
+    def test_a_long_line_is_cut_short(self, tmp_path: Any) -> None:
+        log = tmp_path / "worker.log"
+        log.write_text("x" * 2000)
+        line = demo._last_log_line(log)
+        assert line is not None and len(line) == 500 and line.endswith("...")
+
+
+@pytest.fixture()
+def nothing_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if the demo starts (or reads the settings of) any service."""
+
+    def must_not_run(name: str) -> Callable[..., Any]:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            pytest.fail(f"{name} was called for a bad flag value")
+
+        return fail
+
+    for name in (
+        "start_kafka",
+        "start_redis",
+        "_worker_process",
+        "_wait_ready",
+        "_demo_events",
+        "load_settings",
+        "produce",
+    ):
+        monkeypatch.setattr(demo, name, must_not_run(name))
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--rate", "0"], "Invalid value for '--rate': 0.0 is not in the range x>0."),
+        (["--rate", "-5"], "Invalid value for '--rate': -5.0 is not in the range x>0."),
+        (["--rate", "nan"], "Invalid value for '--rate': 'nan' is not a finite number."),
+        (["--rate", "inf"], "Invalid value for '--rate': 'inf' is not a finite number."),
+        (["--duration", "-1"], "Invalid value for '--duration': -1.0 is not in the range x>0."),
+        (["--duration", "0"], "Invalid value for '--duration': 0.0 is not in the range x>0."),
+        (["--duration", "nan"], "Invalid value for '--duration': 'nan' is not a finite number."),
+        (["--duration", "inf"], "Invalid value for '--duration': 'inf' is not a finite number."),
+        (
+            ["--dataset", "nosuch"],
+            "Invalid value for '--dataset': 'nosuch' is not one of 'shoppers', 'telco'.",
+        ),
+        (
+            ["--dataset", "telco", "--dataset", "kkbox"],
+            "Invalid value for '--dataset': 'kkbox' is not one of 'shoppers', 'telco'.",
+        ),
+        (
+            ["--web-port", "99999"],
+            "Invalid value for '--web-port': 99999 is not in the range 1<=x<=65535.",
+        ),
+        (["--web-port", "0"], "Invalid value for '--web-port': 0 is not in the range 1<=x<=65535."),
+    ],
+)
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_bad_flag_value_is_a_usage_error_before_anything_starts(
+    args: list[str], expected: str
+) -> None:
+    result = run_demo(*args)
+    assert result.exit_code == 2, result.output
+    assert f"Error: {expected}\n" in result.output
+    assert "starting" not in result.output
+
+
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_web_port_in_use_is_a_usage_error_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(demo, "can_connect", lambda port: port == 6077)
+
+    result = run_demo("--web-port", "6077")
+
+    assert result.exit_code == 2, result.output
+    assert "Error: Invalid value for '--web-port': 6077: the port is in use;" in result.output
+
+
+@pytest.mark.usefixtures("nothing_starts")
+def test_a_missing_bundled_copy_is_a_usage_error_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    missing = tmp_path / "telco.csv"
+    telco = dataclasses.replace(demo.DATASETS["telco"], bundled_path=missing)
+    monkeypatch.setitem(demo.DATASETS, "telco", telco)
+
+    result = run_demo("--dataset", "telco")
+
+    assert result.exit_code == 2, result.output
+    assert (
+        f"Error: Invalid value for '--dataset': 'telco': its bundled copy is missing ({missing})"
+        in result.output
+    )
 
 
 def test_a_failed_replay_is_an_error_not_a_thread_traceback(

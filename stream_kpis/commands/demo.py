@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,7 +38,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from stream_kpis.adapters import get, retime
+from stream_kpis.adapters import DATASETS, get, retime
+from stream_kpis.commands.params import FiniteFloatRange
 from stream_kpis.errors import StreamKpisError
 from stream_kpis.kpis import KPIS, KpiDefinition
 from stream_kpis.producer import Routing, produce
@@ -45,6 +47,8 @@ from stream_kpis.services import can_connect, free_port, start_kafka, start_redi
 from stream_kpis.settings import load_settings
 
 DEFAULT_DATASETS = ("telco", "shoppers")
+# The datasets with a copy in the repository's data/ folder: the demo replays only those.
+BUNDLED_DATASETS = tuple(sorted(name for name, dataset in DATASETS.items() if dataset.bundled_path))
 STOP_SIGNALS: tuple[int, ...] = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
 )
@@ -52,6 +56,8 @@ STOP_SIGNALS: tuple[int, ...] = tuple(
 # PLAIN_INTERVAL_SECONDS (seconds both).
 POLL_SECONDS = 1.0
 PLAIN_INTERVAL_SECONDS = 10.0
+# A terminal's escape sequences and control characters, removed from a line of the worker's log.
+_CONTROL = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
 class DemoError(StreamKpisError):
@@ -157,18 +163,47 @@ def _say(text: str) -> None:
         _console.quiet = True
 
 
+def _check_datasets(
+    ctx: click.Context, param: click.Parameter, names: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Callback of `--dataset`: each bundled copy is there (a wheel has no data/ folder)."""
+    for name in names:
+        path = DATASETS[name].bundled_path
+        if path is not None and not path.is_file():
+            raise click.BadParameter(
+                f"{name!r}: its bundled copy is missing ({path}); the demo runs from a "
+                "checkout of the repository",
+                ctx,
+                param,
+            )
+    return names
+
+
+def _check_web_port(ctx: click.Context, param: click.Parameter, port: int | None) -> int | None:
+    """Callback of `--web-port`: refused when something listens there already."""
+    if port is not None and can_connect(port):
+        raise click.BadParameter(
+            f"{port}: the port is in use; choose another, or leave --web-port out for a free one",
+            ctx,
+            param,
+        )
+    return port
+
+
 @click.command("demo")
 @click.option(
     "--dataset",
     "datasets",
+    type=click.Choice(BUNDLED_DATASETS),
     multiple=True,
     default=DEFAULT_DATASETS,
     show_default=True,
-    help="Bundled dataset to replay (repeatable): telco, shoppers.",
+    callback=_check_datasets,
+    help="Bundled dataset to replay (repeatable).",
 )
 @click.option(
     "--rate",
-    type=float,
+    type=FiniteFloatRange(min=0, min_open=True),
     default=400.0,
     show_default=True,
     metavar="EVENTS_PER_SECOND",
@@ -176,13 +211,15 @@ def _say(text: str) -> None:
 )
 @click.option(
     "--duration",
-    type=float,
+    type=FiniteFloatRange(min=0, min_open=True),
     metavar="SECONDS",
     help="Stop after this long (default: run until Ctrl-C).",
 )
 @click.option(
     "--web-port",
-    type=int,
+    type=click.IntRange(1, 65535),
+    metavar="PORT",
+    callback=_check_web_port,
     help="Port of the worker's /kpis and /metrics "
     "(default 6066, or a free one when that is taken).",
 )
@@ -301,7 +338,7 @@ def _run(
 
 @contextlib.contextmanager
 def _worker_process(env: dict[str, str], signals: StopSignals) -> Iterator[subprocess.Popen[bytes]]:
-    log = Path(os.environ.get("TMPDIR", "/tmp")) / f"stream-kpis-demo-worker-{os.getpid()}.log"
+    log = _worker_log()
     process: subprocess.Popen[bytes] | None = None
     try:
         with log.open("wb") as handle:
@@ -330,11 +367,43 @@ def _worker_process(env: dict[str, str], signals: StopSignals) -> Iterator[subpr
         _say(f"worker log: {log}")
 
 
+def _worker_log() -> Path:
+    """Where the worker's stdout and stderr go."""
+    return Path(os.environ.get("TMPDIR", "/tmp")) / f"stream-kpis-demo-worker-{os.getpid()}.log"
+
+
+def _worker_stopped(what: str) -> DemoError:
+    """`what` happened to the worker, with the reason its log gives when it has one."""
+    reason = _last_log_line(_worker_log())
+    if reason is None:
+        return DemoError(f"{what}; see its log")
+    return DemoError(f"{what}: {reason.removeprefix('Error: ')}")
+
+
+def _last_log_line(log: Path, tail_bytes: int = 64 * 1024, max_chars: int = 500) -> str | None:
+    """The log's last `Error: ...` line, else its last line with text; None when it has none.
+
+    Terminal control sequences (a spinner's) are removed and a long line is cut short.
+    """
+    try:
+        with log.open("rb") as handle:
+            handle.seek(max(0, handle.seek(0, os.SEEK_END) - tail_bytes))
+            text = handle.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    lines = [line for line in (_CONTROL.sub("", raw).strip() for raw in text.splitlines()) if line]
+    if not lines:
+        return None
+    errors = [line for line in lines if line.startswith("Error:")]
+    line = errors[-1] if errors else lines[-1]
+    return line if len(line) <= max_chars else line[: max_chars - 3] + "..."
+
+
 def _wait_ready(url: str, worker: subprocess.Popen[bytes], timeout_seconds: float = 90) -> None:
     deadline = time.monotonic() + timeout_seconds
     while time.monotonic() < deadline:
         if worker.poll() is not None:
-            raise DemoError("the worker stopped while starting; see its log")
+            raise _worker_stopped("the worker stopped while starting")
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
                 if response.status == 200:
@@ -417,7 +486,7 @@ def _snapshots(
     stop_at = None if duration is None else time.monotonic() + duration
     while stop_at is None or time.monotonic() < stop_at:
         if worker.poll() is not None:
-            raise DemoError("the worker stopped; see its log")
+            raise _worker_stopped("the worker stopped")
         if failures:
             raise DemoError(f"replaying the datasets failed: {failures[0]}")
         if _console.quiet:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from stream_kpis.cli import main
@@ -141,3 +142,85 @@ def test_a_window_named_like_a_configured_one_is_named():
     code, output = run(str(WORKED_EXAMPLE), "--window", "q=2h", "--window", "q=3h")
     assert code == 2, output
     assert "'--window': 'q=3h': a window is named 'q' already" in output
+
+
+def test_an_unknown_program_is_named_with_the_file_s_programmes():
+    code, output = run(str(WORKED_EXAMPLE), "--program", "nosuch")
+    assert code == 2, output
+    last = output.strip().splitlines()[-1]
+    assert last == (
+        f"Error: --program 'nosuch': no KPIs for that programme in '{WORKED_EXAMPLE}' as of "
+        "2026-01-21T00:00:00Z; programmes with KPIs: all, default"
+    )
+    assert "Traceback" not in output
+
+
+def test_a_program_is_cut_as_the_http_api_cuts_it(tmp_path):
+    targets = tmp_path / "targets.toml"
+    targets.write_text(
+        '[[target]]\nkpi = "churn_rate"\nwindow = "30d"\nop = "<="\nthreshold = 0.5\n'
+        '[[target]]\nprogram = "default"\nkpi = "churn_rate"\nwindow = "30d"\nop = "<="\n'
+        "threshold = 0.5\n"
+    )
+    s = snapshot("--program", "default", "--targets", str(targets))
+    assert {name: list(scopes) for name, scopes in s["windows"].items()} == {
+        name: ["default"] for name in ("1h", "24h", "7d", "30d", "all")
+    }
+    assert {t["program"] for t in s["targets"]} == {"default"}
+    assert list(s["success_rate"]) == ["default"]
+
+
+@pytest.mark.parametrize(
+    ("as_of", "says"),
+    [
+        ("99999999999999999999", "out of the years 1-9999 (read as epoch milliseconds)"),
+        ("-99999999999999999999", "out of the years 1-9999"),
+        ("1e99999999999999999999", "out of the years 1-9999 (read as epoch milliseconds)"),
+        ("yesterday", "not a time"),
+        ("nan", "not a time"),
+        ("1_000", "not a time"),
+        ("2026-01-31T00:00:00", "expected Z or a UTC offset"),
+        ("2026-02-30T00:00:00Z", "no such date or time"),
+    ],
+)
+def test_every_as_of_error_names_the_flag_the_value_and_the_forms(as_of, says):
+    code, output = run(str(WORKED_EXAMPLE), "--as-of", as_of)
+    assert code == 2, output
+    last = output.strip().splitlines()[-1]
+    assert last.startswith(f"Error: --as-of {as_of!r}: {says}")
+    assert last.endswith("; give RFC 3339 with an offset, such as 2026-01-31T00:00:00Z, or epoch "
+                         "seconds (milliseconds above 10**11)")  # fmt: skip
+    assert "Traceback" not in output
+
+
+@pytest.mark.parametrize(
+    ("as_of", "shown"),
+    [
+        ("-5", "1969-12-31T23:59:55Z"),
+        ("100", "1970-01-01T00:01:40Z"),
+        ("1e5", "1970-01-02T03:46:40Z"),
+        ("200000000000", "1976-05-03T19:33:20Z (read as epoch milliseconds)"),
+        ("1999-12-31T23:59:59Z", "1999-12-31T23:59:59Z"),
+    ],
+)
+def test_an_as_of_before_the_contract_s_earliest_time_is_refused(as_of, shown):
+    code, output = run(str(WORKED_EXAMPLE), "--as-of", as_of)
+    assert code == 2, output
+    assert output.strip().splitlines()[-1] == (
+        f"Error: --as-of {as_of!r} is {shown}, before 2000-01-01T00:00:00Z, the earliest time "
+        "the event contract accepts: no event could count; give a later time"
+    )
+
+
+@pytest.mark.parametrize(
+    ("as_of", "expected"),
+    [
+        ("2000-01-01T00:00:00Z", "2000-01-01T00:00:00Z"),
+        ("946684800", "2000-01-01T00:00:00Z"),
+        ("1.7698176e9", "2026-01-31T00:00:00Z"),
+        ("1769817600000", "2026-01-31T00:00:00Z"),
+        ("9999-12-31T23:59:59Z", "9999-12-31T23:59:59Z"),
+    ],
+)
+def test_as_of_from_the_contract_s_earliest_time_to_9999_is_taken(as_of, expected):
+    assert snapshot("--as-of", as_of)["as_of"] == expected

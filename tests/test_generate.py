@@ -274,7 +274,12 @@ def test_cli_names_an_output_it_cannot_write(tmp_path):
         (("--days", "inf"), "Invalid value for '--days': 'inf' is not a finite number"),
         (("--days", "nan"), "Invalid value for '--days': 'nan' is not a finite number"),
         (("--days", "0"), "Invalid value for '--days': 0.0 is not in the range x>0"),
-        (("--days", "1e9"), "--days 1e+09: the stream would begin before the year 1"),
+        (
+            ("--days", "1e9"),
+            "--days 1e+09: the stream would begin before 2000-01-01T00:00:00Z, the earliest time "
+            "the event contract accepts",
+        ),
+        (("--days", "100000"), "--days 100000: the stream would begin before 2000-01-01"),
         (("--out-of-order", "nan"), "Invalid value for '--out-of-order': 'nan'"),
         (("--max-delay-seconds", "inf"), "Invalid value for '--max-delay-seconds': 'inf'"),
         (
@@ -309,3 +314,68 @@ def test_cli_refuses_duplicates_of_nothing(args, says, tmp_path):
     assert code == 2, output
     assert says in output
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        (",", "--programs ',': names no programme; give comma-separated names such as web,app"),
+        (" , ", "--programs ' , ': names no programme"),
+        ("web,all", "--programs 'web,all': 'all' is the scope of every programme"),
+        ("web,app,web", "--programs 'web,app,web': 'web' is given twice"),
+        ("x" * 129, "… (129 characters): a name is 129 characters, above 128"),
+        ("a," + "x" * 129, "a name starting 'xxxxxxxxxxxxxxxxxxxx' is 129 characters, above 128"),
+    ],
+)
+def test_cli_names_bad_programs(value, says, tmp_path):
+    out = tmp_path / "x.jsonl"
+    code, output = _cli("--programs", value, "-o", str(out))
+    assert code == 2, output
+    assert output.startswith("Error: --programs ") and says in output
+    assert len(output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("start", "shown"),
+    [
+        ("0", "1970-01-01T00:00:00Z"),
+        ("-5", "1969-12-31T23:59:55Z"),
+        ("200000000000", "1976-05-03T19:33:20Z (read as epoch milliseconds)"),
+        ("1999-12-31T23:59:59Z", "1999-12-31T23:59:59Z"),
+    ],
+)
+def test_cli_refuses_a_start_before_the_contract_s_earliest_time(start, shown, tmp_path):
+    out = tmp_path / "x.jsonl"
+    code, output = _cli("--start", start, "--days", "1", "-o", str(out))
+    assert code == 2, output
+    assert output.strip() == (
+        f"Error: --start {start!r} is {shown}, before 2000-01-01T00:00:00Z, the earliest time "
+        "the event contract accepts: events before it would be invalid; give a later --start"
+    )
+    assert not out.exists()
+
+
+def test_cli_takes_a_start_at_the_contract_s_earliest_time(tmp_path):
+    out = tmp_path / "x.jsonl"
+    code, output = _cli("--start", "946684800", "--days", "1", "-o", str(out))
+    assert code == 0, output
+    times = [parse_timestamp(e["occurred_at"]) for e in _events(out.read_text().splitlines())]
+    assert min(times) >= 946_684_800
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "says"),
+    [
+        ("--start", "99999999999999999999", "out of the years 1-9999 (read as epoch milliseconds)"),
+        ("--start", "soon", "not a time"),
+        ("--churn-spike-at", "inf", "not a time"),
+    ],
+)
+def test_cli_time_errors_name_the_flag_the_value_and_the_forms(flag, value, says):
+    code, output = _cli(flag, value)
+    assert code == 2, output
+    assert output.strip() == (
+        f"Error: {flag} {value!r}: {says}; give RFC 3339 with an offset, such as "
+        "2026-01-31T00:00:00Z, or epoch seconds (milliseconds above 10**11)"
+    )

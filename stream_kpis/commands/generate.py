@@ -8,23 +8,38 @@ from pathlib import Path
 
 import click
 
-from stream_kpis.adapters._common import parse_time
-from stream_kpis.commands.params import FiniteFloatRange, open_output
+from stream_kpis.commands.params import (
+    EARLIEST_TEXT,
+    FiniteFloatRange,
+    open_output,
+    parse_moment,
+    read_as,
+    shown,
+)
 from stream_kpis.errors import ConfigError
+from stream_kpis.event_fields import EARLIEST_SECONDS, MAX_ID_CHARS
 from stream_kpis.generate import GeneratorConfig, write
+from stream_kpis.timefmt import format_utc
 
 logger = logging.getLogger(__name__)
 
 
-def parse_moment(option: str, value: str | None) -> datetime | None:
-    """An option's RFC 3339 or epoch value as a UTC datetime; ConfigError naming the option."""
-    if value is None:
-        return None
-    try:
-        number: object = float(value) if value.replace(".", "", 1).isdigit() else value
-        return parse_time(number)
-    except ValueError as exc:
-        raise ConfigError(f"{option} {value!r}: {exc}") from None
+def parse_programs(value: str) -> tuple[str, ...]:
+    """The names in a `--programs` value; ConfigError naming the flag, the value and why."""
+    programs = tuple(p.strip() for p in value.split(",") if p.strip())
+    problem = None
+    if not programs:
+        problem = "names no programme; give comma-separated names such as web,app"
+    elif "all" in programs:
+        problem = "'all' is the scope of every programme, not a programme's name"
+    elif long := [p for p in programs if len(p) > MAX_ID_CHARS]:
+        which = f" starting {long[0][:20]!r}" if len(programs) > 1 else ""
+        problem = f"a name{which} is {len(long[0])} characters, above {MAX_ID_CHARS}"
+    elif twice := [p for p in programs if programs.count(p) > 1]:
+        problem = f"{shown(twice[0])} is given twice"
+    if problem is not None:
+        raise ConfigError(f"--programs {shown(value)}: {problem}")
+    return programs
 
 
 @click.command("generate")
@@ -141,7 +156,7 @@ def generate_command(
         events=count,
         start=parse_moment("--start", start),
         days=days,
-        programs=tuple(p.strip() for p in programs.split(",") if p.strip()),
+        programs=parse_programs(programs),
         churn_spike_at=parse_moment("--churn-spike-at", churn_spike_at),
         churn_spike_factor=churn_spike_factor,
         churn_spike_hours=churn_spike_hours,
@@ -158,15 +173,28 @@ def generate_command(
 
 
 def check_span(start_text: str | None, start: datetime | None, days: float) -> None:
-    """ConfigError naming --start or --days when the stream would leave the years 1-9999."""
+    """ConfigError naming --start or --days when the stream would begin before the event
+    contract's earliest time (2000) or end after the year 9999."""
     one_day = timedelta(days=1)
+    earliest = datetime.fromtimestamp(EARLIEST_SECONDS, tz=UTC)
     if start is None:
         today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-        if days > (today - datetime.min.replace(tzinfo=UTC)) / one_day:
-            raise ConfigError(f"--days {days:g}: the stream would begin before the year 1")
+        if days > (today - earliest) / one_day:
+            raise ConfigError(
+                f"--days {days:g}: the stream would begin before {EARLIEST_TEXT}, the earliest "
+                "time the event contract accepts (it begins --days before midnight UTC today); "
+                "give fewer --days or a --start"
+            )
+    elif start < earliest:
+        raise ConfigError(
+            f"--start {shown(start_text or '')} is {format_utc(start.timestamp())}"
+            f"{read_as(start_text or '')}, before {EARLIEST_TEXT}, the earliest time the "
+            "event contract accepts: events before it would be invalid; give a later --start"
+        )
     elif days > (datetime.max.replace(tzinfo=UTC) - start) / one_day:
         raise ConfigError(
-            f"--start {start_text!r} with --days {days:g}: the stream would end after the year 9999"
+            f"--start {shown(start_text or '')} with --days {days:g}: the stream would end "
+            "after the year 9999"
         )
 
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
+import re
+from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import click
 
-from stream_kpis.errors import ConfigError
+from stream_kpis.errors import ConfigError, TimestampError
+from stream_kpis.event_fields import EARLIEST_SECONDS
 from stream_kpis.settings import Settings, check_topic_name, load_settings
+from stream_kpis.timefmt import EPOCH_MS_THRESHOLD, epoch_to_seconds, format_utc, parse_rfc3339
 from stream_kpis.windows import parse_window
 
 
@@ -83,3 +88,59 @@ def check_topic(ctx: click.Context, param: click.Parameter, value: str | None) -
         return check_topic_name(value)
     except ValueError as exc:
         raise click.BadParameter(f"{value!r}: {exc}", ctx, param) from None
+
+
+# What a time flag (--start, --as-of, ...) accepts, for its error messages.
+TIME_FORMS = (
+    "RFC 3339 with an offset, such as 2026-01-31T00:00:00Z, or epoch seconds "
+    "(milliseconds above 10**11)"
+)
+EARLIEST_TEXT = format_utc(EARLIEST_SECONDS)
+# A plain decimal number, sign and exponent allowed; not Python's extras (nan, inf, 1_000, 0x1).
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Text that tries to be an RFC 3339 date-time: its own parse error says what is wrong with it.
+_DATE_LIKE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_SHOWN_CHARS = 60
+
+
+def shown(value: str) -> str:
+    """A flag's value quoted for an error, cut after 60 characters."""
+    if len(value) <= _SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:_SHOWN_CHARS]!r}… ({len(value)} characters)"
+
+
+def parse_seconds(option: str, value: str) -> float:
+    """An option's RFC 3339 or epoch value as UTC epoch seconds within the years 1-9999.
+
+    ConfigError names the option and the value and says which forms are accepted.
+    """
+    number = _NUMBER.fullmatch(value) is not None
+    try:
+        seconds = epoch_to_seconds(Decimal(value)) if number else parse_rfc3339(value)
+        format_utc(seconds)  # the range every time must stay within to be shown
+    except (TimestampError, ArithmeticError) as exc:
+        if number:
+            detail = f"out of the years 1-9999{read_as(value)}"
+        elif _DATE_LIKE.match(value):
+            detail = str(exc)
+        else:
+            detail = "not a time"
+        raise ConfigError(f"{option} {shown(value)}: {detail}; give {TIME_FORMS}") from None
+    return seconds
+
+
+def read_as(value: str) -> str:
+    """' (read as epoch milliseconds)' for a number above 10**11, else ''."""
+    try:
+        milliseconds = _NUMBER.fullmatch(value) is not None and Decimal(value) > EPOCH_MS_THRESHOLD
+    except ArithmeticError:  # an exponent too large for Decimal: far above the threshold
+        milliseconds = not value.lstrip("+").startswith("-")
+    return " (read as epoch milliseconds)" if milliseconds else ""
+
+
+def parse_moment(option: str, value: str | None) -> datetime | None:
+    """An option's RFC 3339 or epoch value as a UTC datetime; ConfigError naming the option."""
+    if value is None:
+        return None
+    return datetime.fromtimestamp(parse_seconds(option, value), tz=UTC)

@@ -24,8 +24,12 @@ from rich.progress import (
 )
 
 from stream_kpis.adapters import DATASETS, Event, get, retime
-from stream_kpis.commands.generate import parse_moment
-from stream_kpis.commands.params import FiniteFloatRange, check_topic, settings_from_flags
+from stream_kpis.commands.params import (
+    FiniteFloatRange,
+    check_topic,
+    parse_moment,
+    settings_from_flags,
+)
 from stream_kpis.errors import ConfigError, DatasetError
 from stream_kpis.event_fields import MAX_ID_CHARS
 from stream_kpis.events import RESERVED_PROGRAM

@@ -95,17 +95,22 @@ def wait_for_stable_snapshot(worker: WorkerProcess, messages: int, timeout_secon
     (the workers of the group have agreed on one clock and published at it)."""
     deadline = time.monotonic() + timeout_seconds
     previous = None
+    state = "no answer"
     while time.monotonic() < deadline:
         snapshot = worker.kpis()
         snapshot.pop("published_at", None)
         if messages_seen(snapshot) < messages or "degraded" in snapshot:
             previous = None
+            state = f"{messages_seen(snapshot)} messages seen, degraded: {snapshot.get('degraded')}"
         elif snapshot == previous:
             return snapshot
         else:
             previous = snapshot
+            state = f"every message seen, still changing (as of {snapshot.get('as_of')})"
         time.sleep(1.5)
-    raise AssertionError(f"no stable snapshot of {messages} messages:\n{worker.log_tail()}")
+    raise AssertionError(
+        f"no stable snapshot of {messages} messages; last: {state}\n{worker.log_tail()}"
+    )
 
 
 def cpu_seconds(pid: int) -> float:

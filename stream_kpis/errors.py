@@ -12,6 +12,16 @@ StreamKpisError
 
 from __future__ import annotations
 
+# How much of a value an error message quotes.
+SHOWN_CHARS = 60
+
+
+def shown(value: str) -> str:
+    """A value quoted for an error message, cut after SHOWN_CHARS characters."""
+    if len(value) <= SHOWN_CHARS:
+        return repr(value)
+    return f"{value[:SHOWN_CHARS]!r}… ({len(value)} characters)"
+
 
 class StreamKpisError(Exception):
     """Root of every error stream-kpis raises on purpose."""

@@ -76,6 +76,17 @@ REASON_CODES: frozenset[str] = frozenset(
 
 DEFAULT_PROGRAM = "default"
 RESERVED_PROGRAM = "all"
+PROGRAM_NAME_RULE = (
+    f"a programme is 1-{check.MAX_ID_CHARS} characters and not {RESERVED_PROGRAM!r}, which "
+    "names all programmes together"
+)
+
+
+def is_program_name(name: str) -> bool:
+    """Whether the contract accepts `name` as an event's programme (PROGRAM_NAME_RULE)."""
+    return 0 < len(name) <= check.MAX_ID_CHARS and name != RESERVED_PROGRAM
+
+
 DEFAULT_SCALE_BY_SURVEY = {"csat": "1-5", "nps": "0-10"}
 
 # An internal error is a bug; log the first ones in full, then one in every thousand.

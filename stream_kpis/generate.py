@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import IO, Any
 
 from stream_kpis.errors import ConfigError
+from stream_kpis.events import PROGRAM_NAME_RULE, is_program_name
 from stream_kpis.timefmt import format_utc
 
 logger = logging.getLogger(__name__)
@@ -86,8 +87,8 @@ class GeneratorConfig:
             problems.append(f"events must be >= 0, got {self.events}")
         if not self.days > 0:
             problems.append(f"days must be > 0, got {self.days}")
-        if not self.programs or any(not p or p == "all" or len(p) > 128 for p in self.programs):
-            problems.append(f"programs must be 1-128 characters and not 'all': {self.programs}")
+        if not self.programs or not all(map(is_program_name, self.programs)):
+            problems.append(f"programs {self.programs}: at least one, and {PROGRAM_NAME_RULE}")
         if self.churn_spike_factor < 0 or self.churn_spike_hours < 0:
             problems.append("the churn spike factor and hours must be >= 0")
         for name in ("out_of_order_fraction", "duplicate_fraction", "invalid_fraction"):

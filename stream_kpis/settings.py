@@ -33,9 +33,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from stream_kpis.errors import ConfigError
-from stream_kpis.event_fields import MAX_ID_CHARS
-from stream_kpis.events import RESERVED_PROGRAM
+from stream_kpis.errors import ConfigError, shown
+from stream_kpis.events import PROGRAM_NAME_RULE, is_program_name
 from stream_kpis.windows import DEFAULT_WINDOWS, WindowSpec, parse_windows
 
 logger = logging.getLogger(__name__)
@@ -195,11 +194,8 @@ class Settings(BaseSettings):
     @classmethod
     def _check_programs(cls, value: list[str]) -> list[str]:
         for program in value:
-            if not 0 < len(program) <= MAX_ID_CHARS or program == RESERVED_PROGRAM:
-                raise ValueError(
-                    f"{program!r}: a programme is 1-{MAX_ID_CHARS} characters and not "
-                    f"{RESERVED_PROGRAM!r}"
-                )
+            if not is_program_name(program):
+                raise ValueError(f"{shown(program)}: {PROGRAM_NAME_RULE}")
         return value
 
     @field_validator("windows")

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web as aiohttp_web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from stream_kpis.errors import shown
 from stream_kpis.metrics import collected_now
 from stream_kpis.timefmt import format_utc
 
@@ -32,8 +33,6 @@ logger = logging.getLogger(__name__)
 
 # Every path register_views serves (all answer GET).
 ROUTES = ("/healthz", "/readyz", "/metrics", "/kpis", "/kpis/{program}")
-
-_SHOWN_CHARS = 60
 
 
 def register_views(worker: KpiWorker) -> None:
@@ -142,12 +141,12 @@ def kpis_document(
         return 400, {"error": error, "windows": worker.window_names}
     window = windows[0] if windows else None
     if window is not None and window not in worker.window_names:
-        return 400, {"error": f"unknown window {_shown(window)}", "windows": worker.window_names}
+        return 400, {"error": f"unknown window {shown(window)}", "windows": worker.window_names}
 
     snapshot, degraded = _served_snapshot(worker)
     if program is not None:
         if program not in _programs(snapshot):
-            error = f"unknown programme {_shown(program)}"
+            error = f"unknown programme {shown(program)}"
             return 404, {"error": error, "programs": _programs(snapshot)}
         snapshot = only_program(snapshot, program)
     if window is not None:
@@ -209,10 +208,3 @@ def only_window(snapshot: dict[str, Any], window: str) -> dict[str, Any]:
     cut["windows"] = {window: snapshot["windows"].get(window, {})}
     cut["targets"] = [t for t in snapshot.get("targets", []) if t["window"] == window]
     return cut
-
-
-def _shown(text: str) -> str:
-    """A request's value quoted for an error, cut short so a long one is not echoed whole."""
-    if len(text) <= _SHOWN_CHARS:
-        return repr(text)
-    return f"{text[:_SHOWN_CHARS]!r}… ({len(text)} characters)"

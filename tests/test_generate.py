@@ -321,10 +321,13 @@ def test_cli_refuses_duplicates_of_nothing(args, says, tmp_path):
     [
         (",", "--programs ',': names no programme; give comma-separated names such as web,app"),
         (" , ", "--programs ' , ': names no programme"),
-        ("web,all", "--programs 'web,all': 'all' is the scope of every programme"),
+        ("web,all", "--programs 'web,all': 'all': a programme is 1-128 characters and not"),
         ("web,app,web", "--programs 'web,app,web': 'web' is given twice"),
-        ("x" * 129, "… (129 characters): a name is 129 characters, above 128"),
-        ("a," + "x" * 129, "a name starting 'xxxxxxxxxxxxxxxxxxxx' is 129 characters, above 128"),
+        ("x" * 129, "… (129 characters): " + "'" + "x" * 60 + "'… (129 characters): a programme"),
+        (
+            "a," + "x" * 129,
+            "… (131 characters): " + "'" + "x" * 60 + "'… (129 characters): a programme",
+        ),
     ],
 )
 def test_cli_names_bad_programs(value, says, tmp_path):

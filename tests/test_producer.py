@@ -301,7 +301,8 @@ def test_replay_refuses_a_program_the_contract_rejects(program):
     result = CliRunner().invoke(main, ["replay", "telco", "--dry-run", "--program", program])
 
     assert result.exit_code == 2
-    assert f"Invalid value for '--program': {program!r}: a programme is 1-128" in result.output
+    quoted = repr(program) if len(program) <= 60 else f"{program[:60]!r}… (129 characters)"
+    assert f"Invalid value for '--program': {quoted}: a programme is 1-128" in result.output
 
 
 def test_a_rate_that_is_not_finite_is_named():

@@ -15,11 +15,10 @@ from stream_kpis.commands.params import (
     parse_seconds,
     read_as,
     settings_from_flags,
-    shown,
 )
 from stream_kpis.compute import compute
 from stream_kpis.configure import contract_config, engine_config, load_judge
-from stream_kpis.errors import ConfigError
+from stream_kpis.errors import ConfigError, shown
 from stream_kpis.event_fields import EARLIEST_SECONDS
 from stream_kpis.snapshot import dumps_snapshot, known_scopes
 from stream_kpis.timefmt import format_utc

@@ -229,25 +229,12 @@ def _check_web_port(ctx: click.Context, param: click.Parameter, port: int | None
     help="Use STREAM_KPIS_BOOTSTRAP_SERVERS / STREAM_KPIS_REDIS_URL instead of "
     "starting a local Kafka and Redis.",
 )
-def demo_command(
-    datasets: tuple[str, ...],
-    rate: float,
-    duration: float | None,
-    web_port: int | None,
-    use_running_services: bool,
-) -> None:
+def demo_command(**options: Any) -> None:
     """Run Kafka, Redis, a worker and a replay of the bundled datasets; show live KPIs."""
     interrupted: Interrupted | None = None
     with StopSignals() as signals:
         try:
-            _run(
-                signals,
-                datasets=datasets,
-                rate=rate,
-                duration=duration,
-                web_port=web_port,
-                use_running_services=use_running_services,
-            )
+            _run(signals, **options)
         except Interrupted as exc:
             interrupted = exc
         _say("stopped")

@@ -14,10 +14,10 @@ from stream_kpis.commands.params import (
     open_output,
     parse_moment,
     read_as,
-    shown,
 )
-from stream_kpis.errors import ConfigError
-from stream_kpis.event_fields import EARLIEST_SECONDS, MAX_ID_CHARS
+from stream_kpis.errors import ConfigError, shown
+from stream_kpis.event_fields import EARLIEST_SECONDS
+from stream_kpis.events import PROGRAM_NAME_RULE, is_program_name
 from stream_kpis.generate import GeneratorConfig, write
 from stream_kpis.timefmt import format_utc
 
@@ -30,11 +30,8 @@ def parse_programs(value: str) -> tuple[str, ...]:
     problem = None
     if not programs:
         problem = "names no programme; give comma-separated names such as web,app"
-    elif "all" in programs:
-        problem = "'all' is the scope of every programme, not a programme's name"
-    elif long := [p for p in programs if len(p) > MAX_ID_CHARS]:
-        which = f" starting {long[0][:20]!r}" if len(programs) > 1 else ""
-        problem = f"a name{which} is {len(long[0])} characters, above {MAX_ID_CHARS}"
+    elif bad := [p for p in programs if not is_program_name(p)]:
+        problem = f"{shown(bad[0])}: {PROGRAM_NAME_RULE}"
     elif twice := [p for p in programs if programs.count(p) > 1]:
         problem = f"{shown(twice[0])} is given twice"
     if problem is not None:

@@ -11,7 +11,7 @@ from typing import IO, Any
 
 import click
 
-from stream_kpis.errors import ConfigError, TimestampError
+from stream_kpis.errors import ConfigError, TimestampError, shown
 from stream_kpis.event_fields import EARLIEST_SECONDS
 from stream_kpis.settings import Settings, check_topic_name, load_settings
 from stream_kpis.timefmt import EPOCH_MS_THRESHOLD, epoch_to_seconds, format_utc, parse_rfc3339
@@ -100,14 +100,6 @@ EARLIEST_TEXT = format_utc(EARLIEST_SECONDS)
 _NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 # Text that tries to be an RFC 3339 date-time: its own parse error says what is wrong with it.
 _DATE_LIKE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-_SHOWN_CHARS = 60
-
-
-def shown(value: str) -> str:
-    """A flag's value quoted for an error, cut after 60 characters."""
-    if len(value) <= _SHOWN_CHARS:
-        return repr(value)
-    return f"{value[:_SHOWN_CHARS]!r}… ({len(value)} characters)"
 
 
 def parse_seconds(option: str, value: str) -> float:

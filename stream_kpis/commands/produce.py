@@ -30,9 +30,8 @@ from stream_kpis.commands.params import (
     parse_moment,
     settings_from_flags,
 )
-from stream_kpis.errors import ConfigError, DatasetError
-from stream_kpis.event_fields import MAX_ID_CHARS
-from stream_kpis.events import RESERVED_PROGRAM
+from stream_kpis.errors import ConfigError, DatasetError, shown
+from stream_kpis.events import PROGRAM_NAME_RULE, is_program_name
 from stream_kpis.producer import Message, ProduceSummary, Routing, produce
 
 logger = logging.getLogger(__name__)
@@ -85,13 +84,8 @@ def produce_command(
 
 def _check_program(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
     """Callback of replay's --program: a name the event contract accepts, so no event is lost."""
-    if value is not None and (not 0 < len(value) <= MAX_ID_CHARS or value == RESERVED_PROGRAM):
-        raise click.BadParameter(
-            f"{value!r}: a programme is 1-{MAX_ID_CHARS} characters and not "
-            f"{RESERVED_PROGRAM!r}, which names all programmes together",
-            ctx,
-            param,
-        )
+    if value is not None and not is_program_name(value):
+        raise click.BadParameter(f"{shown(value)}: {PROGRAM_NAME_RULE}", ctx, param)
     return value
 
 

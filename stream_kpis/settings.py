@@ -43,7 +43,15 @@ ENV_PREFIX = "STREAM_KPIS_"
 
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-_APP_ID_MAX_LENGTH = 249 - len("-__assignor-__leader")
+# The topics a worker group makes for itself, named "<app id>-<suffix>": the by-subject topic,
+# the changelogs of the `subjects` and `outcomes` tables, and Faust's leader election.
+INTERNAL_TOPIC_SUFFIXES = (
+    "by-subject",
+    "subjects-changelog",
+    "outcomes-changelog",
+    "__assignor-__leader",
+)
+_APP_ID_MAX_LENGTH = 249 - max(len(f"-{suffix}") for suffix in INTERNAL_TOPIC_SUFFIXES)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
 
@@ -160,7 +168,7 @@ class Settings(BaseSettings):
     @field_validator("app_id")
     @classmethod
     def _check_app_id(cls, value: str) -> str:
-        # It prefixes the internal topics; the longest is "<app id>-__assignor-__leader".
+        # It prefixes the internal topics (INTERNAL_TOPIC_SUFFIXES).
         if not _TOPIC.match(value) or len(value) > _APP_ID_MAX_LENGTH:
             raise ValueError(
                 f"the app id prefixes topic names: 1-{_APP_ID_MAX_LENGTH} letters, digits, "
@@ -317,7 +325,7 @@ class Settings(BaseSettings):
                     f"{roles[topic]} and {field} are both {topic!r}; give each its own"
                 )
             roles[topic] = field
-        for suffix in ("by-subject", "subjects-changelog", "outcomes-changelog"):
+        for suffix in INTERNAL_TOPIC_SUFFIXES:
             internal = f"{self.app_id}-{suffix}"
             if internal in roles:
                 raise ValueError(
@@ -357,6 +365,12 @@ class Settings(BaseSettings):
             "subscriptions": self.subscriptions_topic,
             "surveys": self.surveys_topic,
         }
+
+    @property
+    def by_subject_topic(self) -> str:
+        """The topic events are forwarded to when they arrived outside their subject's
+        partition."""
+        return f"{self.app_id}-{INTERNAL_TOPIC_SUFFIXES[0]}"
 
     @field_serializer("redis_url", when_used="json")
     def _redact_redis_url(self, value: str) -> str:
@@ -404,10 +418,10 @@ OTHER_VARIABLES = frozenset(
 def _warn_of_unknown_variables(environ: Mapping[str, str]) -> None:
     """Log each STREAM_KPIS_* variable that nothing reads, most likely a misspelt setting."""
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields} | OTHER_VARIABLES
+    suffixes = [known_name.removeprefix(ENV_PREFIX) for known_name in known]
     for name in sorted(environ):
         if not name.startswith(ENV_PREFIX) or name in known:
             continue
-        suffixes = [known_name.removeprefix(ENV_PREFIX) for known_name in known]
         close = difflib.get_close_matches(name.removeprefix(ENV_PREFIX), suffixes, n=1, cutoff=0.8)
         hint = f"; did you mean {ENV_PREFIX}{close[0]}?" if close else ""
         logger.warning("%s is not a setting and is ignored%s", name, hint)
@@ -428,8 +442,8 @@ def _describe(exc: ValidationError, given: dict[str, Any], flags: Mapping[str, s
         env_name = ENV_PREFIX + field.upper()
         source = flags.get(field, env_name) if field in given else env_name
         raw = given.get(field, os.environ.get(env_name))
-        shown = "" if raw is None or field in _SECRET_FIELDS else f" = {raw!r}"
+        value = "" if raw is None or field in _SECRET_FIELDS else f" = {raw!r}"
         if field == "redis_url" and isinstance(raw, str):
-            shown = f" = {redact_url(raw)!r}"
-        problems.append(f"invalid setting {field} ({source}){shown}: {message}")
+            value = f" = {redact_url(raw)!r}"
+        problems.append(f"invalid setting {field} ({source}){value}: {message}")
     return "; ".join(problems)

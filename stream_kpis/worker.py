@@ -224,7 +224,7 @@ class KpiWorker:
 
         self.input_topics = {role: raw_topic(name) for role, name in s.input_topics.items()}
         self.role_of_topic = {name: role for role, name in s.input_topics.items()}
-        self.by_subject = raw_topic(f"{s.app_id}-by-subject", internal=True)
+        self.by_subject = raw_topic(s.by_subject_topic, internal=True)
         self.dead_letter = app.topic(
             s.dead_letter_topic, key_serializer="raw", value_serializer="raw"
         )

@@ -71,8 +71,6 @@ COMPACTED = {"cleanup.policy": "compact"}
 TOPIC_READY_SECONDS = 30.0
 # A batch whose messages Kafka has not acknowledged after this long is logged (again).
 SEND_WARN_SECONDS = 30.0
-# How long a stopping worker waits for Kafka to take its last batch before exiting uncommitted.
-STOP_DELIVERY_SECONDS = 20.0
 BATCH_MAX_EVENTS = 2000
 EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z, the contract's oldest valid time
 BATCH_WITHIN_SECONDS = 0.05
@@ -330,37 +328,9 @@ class KpiWorker:
         async def consume(stream: Any) -> None:
             async for batch in stream.take_events(BATCH_MAX_EVENTS, BATCH_WITHIN_SECONDS):
                 self.process_batch(batch, forward=forward)
-                await self._delivered_before_ack()
+                await self._delivered()
 
         return consume
-
-    async def _delivered_before_ack(self) -> None:
-        """`_delivered`, carried through when the worker stops in the middle of it.
-
-        A stopping worker cancels its agents, and the cancelled agent's stream acknowledges the
-        batch in hand, whose offsets are then committed. Cancelled half-way, the changelog
-        batch would be cut (its other partitions never sent) and the batch's forwarded events
-        and state changes could miss Kafka while their offsets are committed: KPIs lost. So
-        the delivery runs on in its own task, and the stop waits for it; when Kafka does not
-        take it within STOP_DELIVERY_SECONDS the process exits at once, without committing,
-        and the batch is read again after the restart, as after a crash.
-        """
-        delivery = asyncio.ensure_future(self._delivered())
-        try:
-            await asyncio.shield(delivery)
-        except asyncio.CancelledError:
-            if not delivery.done():
-                logger.info("stopping: waiting until Kafka has the last batch's messages")
-                await asyncio.wait({delivery}, timeout=STOP_DELIVERY_SECONDS)
-            if not delivery.done() or delivery.cancelled() or delivery.exception() is not None:
-                logger.error(
-                    "stopping without committing: Kafka did not take the last batch's messages "
-                    "within %.0f s; they are read again when the worker restarts",
-                    STOP_DELIVERY_SECONDS,
-                )
-                logging.shutdown()
-                os._exit(1)
-            raise
 
     async def _delivered(self) -> None:
         """Wait until Kafka has every message the last batch produced.

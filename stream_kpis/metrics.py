@@ -169,6 +169,20 @@ class WorkerMetrics:
             ("topic",),
             registry=registry,
         )
+        self.input_rewinds = Counter(
+            "stream_kpis_input_rewinds",
+            "Times an input partition was read again from its next offset because the consumer "
+            "delivered a later message first, by topic role or by_subject (docs/operations.md).",
+            ("topic",),
+            registry=registry,
+        )
+        self.empty_offsets = Counter(
+            "stream_kpis_empty_input_offsets",
+            "Input offsets found to hold no message (deleted by retention before they were "
+            "read, or transaction markers), by topic role or by_subject.",
+            ("topic",),
+            registry=registry,
+        )
 
     def _declare_gauges(self, registry: CollectorRegistry) -> None:
         self.watermark = Gauge(
@@ -221,6 +235,9 @@ class WorkerMetrics:
             self.redelivered_messages.labels(topic)
             for reason in sorted(reasons):
                 self.invalid_messages.labels(topic, reason)
+        for topic in (*topics, BY_SUBJECT_TOPIC):
+            self.input_rewinds.labels(topic)
+            self.empty_offsets.labels(topic)
 
     # -- counters --------------------------------------------------------------------------
 
@@ -250,6 +267,12 @@ class WorkerMetrics:
 
     def count_redelivered(self, topic: str) -> None:
         self.redelivered_messages.labels(self._topic(topic)).inc()
+
+    def count_rewind(self, topic: str) -> None:
+        self.input_rewinds.labels(self._lag_topic(topic)).inc()
+
+    def count_empty_offsets(self, topic: str, offsets: int) -> None:
+        self.empty_offsets.labels(self._lag_topic(topic)).inc(offsets)
 
     @staticmethod
     def _type(event_type: str | None) -> str:

@@ -11,11 +11,16 @@ Flow of one message (topic role R, partition p, offset o):
 Events are taken in batches; each changed subject record is written once per batch, to the
 changelog partition it belongs to. A batch's offsets can be committed only once Kafka has
 acknowledged every message the batch produced (records, forwarded events, dead letters), so a
-crash never loses an event. Nothing is counted twice when a batch is read again after a crash
-or a rebalance: each record remembers the last offset applied to it per input stream (for a
-forwarded event, the offset where it first arrived, so a forwarded copy sent twice is applied
-once) and counts its own messages by outcome, and the `outcomes` table keeps the invalid
-counts of a partition with the last offset counted per stream.
+crash never loses an event. Each partition's messages are processed in offset order, and the
+offset committed is the one after the last message processed in that order: Faust's consumer
+can deliver a later message first or skip messages around a rebalance, and the worker then
+reads the partition again (stream_kpis.input_offsets, stream_kpis.faust_fixes).
+
+Nothing is counted twice when a batch is read again after a crash or a rebalance: each
+record remembers the last offset applied to it per input stream (for a forwarded event, the
+offset where it first arrived, so a forwarded copy sent twice is applied once) and counts its
+own messages by outcome, and the `outcomes` table keeps the invalid counts of a partition with
+the last offset counted per stream.
 
 Windows move with the clock when the KPIs are read (`/metrics`, `/kpis`, the Redis feed), not
 by timers: Faust tables cannot be written from a timer, and nothing needs to be.
@@ -44,7 +49,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TP
 from prometheus_client import CollectorRegistry
 
-from stream_kpis import kafka_backoff
+from stream_kpis import faust_fixes, kafka_backoff
 from stream_kpis.aggregates import WindowCounts, merge_counts
 from stream_kpis.configure import contract_config, engine_config, targets_judge
 from stream_kpis.deadletter import dead_letter_headers
@@ -52,6 +57,7 @@ from stream_kpis.engine import Outcome, PartitionEngine
 from stream_kpis.errors import FeedError, StreamKpisError
 from stream_kpis.events import TOPIC_ROLES, Event, Rejection, decode
 from stream_kpis.feed import DEFAULT_TTL_SECONDS, MergedPartitions, RedisFeed, encode_partition
+from stream_kpis.input_offsets import Admission, InputOffsets
 from stream_kpis.kafka_connect import cannot_connect, connect_failures, wait_for_leaders
 from stream_kpis.logthrottle import throttle_handlers
 from stream_kpis.metrics import BY_SUBJECT_TOPIC, WorkerMetrics
@@ -127,6 +133,8 @@ class KpiWorker:
         self._lost_partitions: set[int] = set()
         # The next input offset to process per owned (topic, partition), for the consumer lag.
         self._next_offsets: dict[tuple[str, int], int] = {}
+        # Which input messages are processed, in order, and which offsets Faust commits.
+        self.input_offsets = InputOffsets()
         self.broker_answered_at: float | None = None
         self.broker_error: str | None = None
 
@@ -327,8 +335,10 @@ class KpiWorker:
     def _consumer(self, *, forward: bool) -> Any:
         async def consume(stream: Any) -> None:
             async for batch in stream.take_events(BATCH_MAX_EVENTS, BATCH_WITHIN_SECONDS):
-                self.process_batch(batch, forward=forward)
+                processed = self.process_batch(batch, forward=forward)
                 await self._delivered()
+                self.input_offsets.confirm(processed)
+                await self._rewind()
 
         return consume
 
@@ -363,13 +373,19 @@ class KpiWorker:
         # Pruned in place: the outcome table views append to this very list.
         self._sending[:] = [future for future in self._sending if not future.done()]
 
-    def process_batch(self, batch: list[Any], *, forward: bool) -> None:
+    def process_batch(self, batch: list[Any], *, forward: bool) -> dict[tuple[str, int], int]:
+        """Process the batch's messages that come next in their partitions; return, per
+        partition, the offset after the last one processed."""
         touched: set[int] = set()
+        processed: dict[tuple[str, int], int] = {}
         for event in batch:
             message = event.message
             partition = message.partition
-            self._next_offsets[(message.topic, partition)] = message.offset + 1
+            tp = (message.topic, partition)
             role = self._role(message, forward)
+            if not self._admit(message, role, forward):
+                continue
+            processed[tp] = self._next_offsets[tp] = message.offset + 1
             result = decode(message.value, role, now=time.time(), config=self.contract)
             if isinstance(result, Rejection):
                 self._dead_letter(message, role, result)
@@ -392,6 +408,70 @@ class KpiWorker:
             touched.add(partition)
         self._flush(touched)
         self.metrics.mark_processed()
+        return processed
+
+    def _admit(self, message: Any, role: str, forward: bool) -> bool:
+        """Whether the message is processed now: only the next one of its partition is (see
+        stream_kpis.input_offsets)."""
+        tp = (message.topic, message.partition)
+        expected = self.input_offsets.next_offset(tp)
+        admission = self.input_offsets.admit(tp, message.offset)
+        if admission is Admission.NEXT:
+            return True
+        if admission is Admission.SKIPPED_GAP and expected is not None:
+            self.metrics.count_empty_offsets(
+                role if forward else BY_SUBJECT_TOPIC, message.offset - expected
+            )
+            logger.warning(
+                "%s:%d: offsets %d to %d hold no message (transaction markers, or deleted); "
+                "going on from offset %d",
+                message.topic,
+                message.partition,
+                expected,
+                message.offset - 1,
+                message.offset,
+            )
+            return True
+        if admission is Admission.SEEN:
+            self.metrics.count_redelivered(role)
+        return False
+
+    async def _rewind(self) -> None:
+        """Read again the partitions whose next message was not delivered before a later one,
+        from that message, or from the oldest one kept when retention deleted it."""
+        rewinds = self.input_offsets.rewinds()
+        if not rewinds:
+            return
+        consumer = self.app.consumer
+        earliest = await consumer.earliest_offsets(*(TP(t, p) for t, p in rewinds))
+        seeks: dict[TP, int] = {}
+        for (topic, partition), offset in sorted(rewinds.items()):
+            tp, label = TP(topic, partition), self.role_of_topic.get(topic, BY_SUBJECT_TOPIC)
+            oldest = earliest.get(tp)
+            if oldest is not None and oldest > offset:
+                skipped = self.input_offsets.skip_to((topic, partition), oldest)
+                self.metrics.count_empty_offsets(label, skipped)
+                logger.warning(
+                    "%s:%d: offsets %d to %d were deleted by retention before they were read; "
+                    "going on from offset %d",
+                    topic,
+                    partition,
+                    offset,
+                    oldest - 1,
+                    oldest,
+                )
+                seeks[tp] = oldest
+                continue
+            self.metrics.count_rewind(label)
+            logger.warning(
+                "%s:%d: a message after offset %d arrived before it; reading the partition "
+                "again from there",
+                topic,
+                partition,
+                offset,
+            )
+            seeks[tp] = offset
+        await consumer.seek_wait(seeks)
 
     def _role(self, message: Any, forward: bool) -> str:
         if forward:
@@ -520,6 +600,12 @@ class KpiWorker:
         return engine
 
     async def _on_rebalance_complete(self, sender: Any = None, **_: Any) -> None:
+        # Faust seeks the new assignment's partitions to their committed offsets next; the
+        # input offsets start there, and commits are the worker's (stream_kpis.faust_fixes).
+        consumer = self.app.consumer
+        self.input_offsets.on_assignment()
+        faust_fixes.on_seek(consumer, self._on_seek)
+        faust_fixes.commit_offsets_from(consumer, self._committable)
         owned = self.owned_partitions()
         for partition in set(self.engines) - owned:
             del self.engines[partition]
@@ -536,6 +622,12 @@ class KpiWorker:
         self.metrics.set_assigned_partitions(owned)
         self.recovered = True
         logger.info("owning partitions %s", sorted(owned))
+
+    def _on_seek(self, committed: Mapping[TP, int | None]) -> None:
+        self.input_offsets.on_seek({(tp.topic, tp.partition): o for tp, o in committed.items()})
+
+    def _committable(self, tp: TP) -> int | None:
+        return self.input_offsets.committable((tp.topic, tp.partition))
 
     def owned_partitions(self) -> set[int]:
         topics = {*self.settings.input_topics.values(), self.by_subject.get_topic_name()}
@@ -744,10 +836,14 @@ def run_worker(settings: Settings) -> None:
     worker = KpiWorker(settings)
     throttle_handlers()
     kafka_backoff.install()
+    faust_fixes.install()
     asyncio.run(worker.ensure_input_topics())
     faust_worker = faust.Worker(
         worker.app, loglevel=settings.log_level, quiet=True, override_logging=False
     )
+    # Faust's start-up spinner writes cursor codes to stdout and turns the root logger to
+    # DEBUG while it spins; the worker logs plain lines at its own level.
+    faust_worker.spinner = None
     faust_worker.execute_from_commandline()
 
 

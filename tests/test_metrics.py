@@ -498,5 +498,23 @@ def test_docs_list_exactly_the_exported_metrics(registry: CollectorRegistry) -> 
 
     exposed = exposed_metric_names(registry)
 
-    assert len(exposed) == 20  # 7 counters, 7 gauges, 6 KPI families
+    assert len(exposed) == 22  # 9 counters, 7 gauges, 6 KPI families
     assert documented_metric_names() == exposed
+
+
+def test_rewinds_and_empty_offsets_are_counted_per_topic_role_and_by_subject(
+    registry: CollectorRegistry,
+) -> None:
+    metrics = make_metrics(registry, FakeEngine(TWO_PARTITIONS))
+    for topic in ("sessions", "subscriptions", "surveys", "by_subject"):
+        assert value(registry, "stream_kpis_input_rewinds_total", topic=topic) == 0
+        assert value(registry, "stream_kpis_empty_input_offsets_total", topic=topic) == 0
+
+    metrics.count_rewind("by_subject")
+    metrics.count_rewind("sessions")
+    metrics.count_rewind("sessions")
+    metrics.count_empty_offsets("surveys", 35)
+
+    assert value(registry, "stream_kpis_input_rewinds_total", topic="sessions") == 2
+    assert value(registry, "stream_kpis_input_rewinds_total", topic="by_subject") == 1
+    assert value(registry, "stream_kpis_empty_input_offsets_total", topic="surveys") == 35

@@ -116,6 +116,12 @@ class InputOffsets:
         rewinds, self._rewinds = self._rewinds, {}
         return rewinds
 
+    def request_rewinds(self, rewinds: Mapping[TopicPartition, int]) -> None:
+        """Ask again for rewinds that could not be done."""
+        for tp, offset in rewinds.items():
+            if tp in self._next:
+                self._rewinds[tp] = min(offset, self._next[tp])
+
     def confirm(self, processed: Mapping[TopicPartition, int]) -> None:
         """Messages up to (not including) these offsets are processed and delivered."""
         for tp, offset in processed.items():

@@ -443,7 +443,11 @@ class KpiWorker:
         if not rewinds:
             return
         consumer = self.app.consumer
-        earliest = await consumer.earliest_offsets(*(TP(t, p) for t, p in rewinds))
+        try:
+            earliest = await consumer.earliest_offsets(*(TP(t, p) for t, p in rewinds))
+        except Exception as exc:  # noqa: BLE001 - without an answer, read again as asked
+            logger.debug("oldest offsets not known before a rewind: %s", exc)
+            earliest = {}
         seeks: dict[TP, int] = {}
         for (topic, partition), offset in sorted(rewinds.items()):
             tp, label = TP(topic, partition), self.role_of_topic.get(topic, BY_SUBJECT_TOPIC)
@@ -471,7 +475,13 @@ class KpiWorker:
                 offset,
             )
             seeks[tp] = offset
-        await consumer.seek_wait(seeks)
+        try:
+            await consumer.seek_wait(seeks)
+        except Exception as exc:  # noqa: BLE001 - the next message ahead asks again
+            logger.warning("reading %s again failed (%s); trying again", sorted(seeks), exc)
+            self.input_offsets.request_rewinds(
+                {(tp.topic, tp.partition): offset for tp, offset in seeks.items()}
+            )
 
     def _role(self, message: Any, forward: bool) -> str:
         if forward:

@@ -177,3 +177,13 @@ def test_offsets_deleted_by_retention_are_skipped_at_once():
     assert offsets.rewinds() == {}
     assert offsets.admit(TP, 40) is Admission.NEXT
     assert offsets.skip_to(TP, 30) == 0
+
+
+def test_a_rewind_that_failed_is_asked_for_again():
+    offsets = sought({TP: 5})
+    assert offsets.admit(TP, 9) is Admission.AHEAD
+    failed = offsets.rewinds()
+    offsets.request_rewinds(failed)
+    assert offsets.rewinds() == {TP: 5}
+    offsets.request_rewinds({("unassigned", 0): 3})
+    assert offsets.rewinds() == {}

@@ -28,7 +28,7 @@ per batch, `committable` gives them to Faust's commits.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 TopicPartition = tuple[str, int]
 
@@ -131,10 +131,3 @@ class InputOffsets:
     def committable(self, tp: TopicPartition) -> int | None:
         """The offset Faust may commit for `tp`, if the worker has processed anything there."""
         return self._done.get(tp)
-
-    def forget(self, tps: Iterable[TopicPartition]) -> None:
-        for tp in tps:
-            self._next.pop(tp, None)
-            self._done.pop(tp, None)
-            self._rewinds.pop(tp, None)
-            self._last_rewind.pop(tp, None)

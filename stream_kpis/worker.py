@@ -81,6 +81,15 @@ BATCH_MAX_EVENTS = 2000
 EARLIEST_EVENT_TIME = 946_684_800.0  # 2000-01-01T00:00:00Z, the contract's oldest valid time
 BATCH_WITHIN_SECONDS = 0.05
 CHANGELOG_BATCH_BYTES = 512 * 1024
+# The longest value the worker writes to its by-subject and dead-letter topics, which it creates
+# allowing it (Kafka's default is 1 MiB for key, value and headers together): a valid event
+# forwarded with its headers, or a rejected message as long as the input topics let through.
+# A longer rejected message is dead-lettered cut to this length (header `original_bytes`).
+INTERNAL_VALUE_BYTES = 8 * 1024 * 1024
+# Room beside a value for its key and headers.
+MESSAGE_OVERHEAD_BYTES = 64 * 1024
+INTERNAL_TOPIC_CONFIG = {"max.message.bytes": str(INTERNAL_VALUE_BYTES + MESSAGE_OVERHEAD_BYTES)}
+ORIGINAL_BYTES_HEADER = "original_bytes"
 ROLE_HEADER = "stream_kpis.role"
 # The apply clock of a forwarded event, fixed where it arrived: only there does arrival order
 # mean production order (see `_apply_clock`).
@@ -182,6 +191,7 @@ class KpiWorker:
             # Room for a batch's subject records in one produce batch per changelog partition
             # (Faust's default, 16 KiB, holds about 35 records), below the broker's 1 MiB limit.
             producer_max_batch_size=CHANGELOG_BATCH_BYTES,
+            producer_max_request_size=INTERNAL_VALUE_BYTES + MESSAGE_OVERHEAD_BYTES,
             logging_config=None,
         )
 
@@ -270,6 +280,7 @@ class KpiWorker:
             self.settings.dead_letter_topic,
         ]
         changelogs = [table.changelog_topic.get_topic_name() for table in self._tables]
+        internal = {self.by_subject.get_topic_name(), self.settings.dead_letter_topic}
         admin = AIOKafkaAdminClient(**self._admin_config())
         with connect_failures() as causes:
             try:
@@ -289,7 +300,13 @@ class KpiWorker:
                             name,
                             self.partitions,
                             replicas,
-                            topic_configs=COMPACTED if name in changelogs else {},
+                            topic_configs=(
+                                COMPACTED
+                                if name in changelogs
+                                else INTERNAL_TOPIC_CONFIG
+                                if name in internal
+                                else {}
+                            ),
                         )
                         for name in missing
                     ]
@@ -496,9 +513,21 @@ class KpiWorker:
             partition=message.partition,
             offset=message.offset,
         )
+        value = message.value
+        if value is not None and len(value) > INTERNAL_VALUE_BYTES:
+            headers.append((ORIGINAL_BYTES_HEADER, str(len(value)).encode()))
+            value = value[:INTERNAL_VALUE_BYTES]
+            logger.warning(
+                "dead-lettered %s:%d@%d cut to its first %d of %d bytes",
+                message.topic,
+                message.partition,
+                message.offset,
+                INTERNAL_VALUE_BYTES,
+                len(message.value),
+            )
         # Sent again when the message is read again: a dead letter may repeat (its headers
         # name the source offset), but is never lost.
-        sent = self.dead_letter.send_soon(key=message.key, value=message.value, headers=headers)
+        sent = self.dead_letter.send_soon(key=message.key, value=value, headers=headers)
         self._sending.append(sent)
 
         partition = message.partition

@@ -10,6 +10,7 @@ same lines, KPIs and outcome counts alike.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import signal
 import time
@@ -17,8 +18,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 
 from stream_kpis.generate import GeneratorConfig, generate
 from stream_kpis.partitions import partition_for_subject
@@ -423,3 +424,94 @@ def test_restart_after_retention_passed(kafka, redis_server, unique, tmp_path):
 
     assert_same_kpis(got, expected)
     assert_same_outcomes(got, expected)
+
+
+def test_messages_beyond_kafkas_default_size_are_forwarded_and_dead_lettered(
+    kafka, redis_server, unique, tmp_path
+):
+    """A valid event just under the 1 MiB event limit, keyed away from its subject, needs a
+    forwarded copy longer than Kafka's 1 MiB default; rejected values of 2 and 9 MiB need a
+    dead-letter copy. The worker writes them all (the 9 MiB one cut to 8 MiB) and goes on."""
+    from stream_kpis.worker import INTERNAL_VALUE_BYTES
+
+    big_event = {
+        "event_id": "big-1",
+        "type": "session",
+        "occurred_at": "2026-01-05T10:00:00Z",
+        "visitor_id": "v-big",
+        "program": "web",
+        "session_id": "s-big",
+        "duration_seconds": 120.0,
+        "converted": False,
+        "goal_reached": True,
+        "note": "x" * 1_040_000,
+    }
+    big_line = json.dumps(big_event)
+    lines = [*stream(seed=14, events=300), big_line]
+    expected = offline_snapshot(lines)
+    topic = f"{unique}-sessions"
+    # A subject whose partition differs from the key's: the event is forwarded.
+    key = next(
+        k
+        for k in (f"key-{i}".encode() for i in range(100))
+        if partition_for_subject(k.decode(), PARTITIONS)
+        != partition_for_subject("v-big", PARTITIONS)
+    )
+
+    async def produce_large() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+        await admin.start()
+        try:
+            await admin.create_topics(
+                [NewTopic(topic, PARTITIONS, 1, topic_configs={"max.message.bytes": "12582912"})]
+            )
+        finally:
+            await admin.close()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka.bootstrap_servers, acks="all", max_request_size=12_000_000
+        )
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, big_line.encode(), key=key)
+            await producer.send_and_wait(topic, b"\xff" * 2_000_000, key=b"junk")
+            await producer.send_and_wait(topic, b"{" * 9_000_000, key=b"junk")
+        finally:
+            await producer.stop()
+
+    asyncio.run(produce_large())
+    env = worker_env(unique, kafka.bootstrap_servers, redis_server.url)
+    worker = WorkerProcess(env, tmp_path, name="large").start()
+    try:
+        worker.wait_ready()
+        produce(kafka.bootstrap_servers, unique, lines[:-1])
+        got = wait_for_counts(worker, len(lines) + 2)
+        assert worker.process.poll() is None, worker.log_tail()
+    finally:
+        worker.stop()
+
+    assert_same_kpis(got, expected)
+    too_large = expected["events"]["invalid"].get("too_large", 0) + 2
+    assert got["events"]["invalid"]["too_large"] == too_large
+    assert got["events"]["accepted"] == expected["events"]["accepted"]
+
+    async def dead_letters() -> list:
+        consumer = AIOKafkaConsumer(
+            f"{unique}-dead-letter",
+            bootstrap_servers=kafka.bootstrap_servers,
+            auto_offset_reset="earliest",
+            fetch_max_bytes=32_000_000,
+            max_partition_fetch_bytes=16_000_000,
+        )
+        await consumer.start()
+        try:
+            records = await consumer.getmany(timeout_ms=5000)
+            return [r for batch in records.values() for r in batch]
+        finally:
+            await consumer.stop()
+
+    sizes = {
+        len(r.value): dict(r.headers).get("original_bytes")
+        for r in asyncio.run(dead_letters())
+        if dict(r.headers).get("reason") == b"too_large"
+    }
+    assert sizes == {2_000_000: None, INTERNAL_VALUE_BYTES: b"9000000"}

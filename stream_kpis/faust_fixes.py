@@ -44,10 +44,14 @@ OnSeek = Callable[[Mapping[TP, "int | None"]], None]
 def install() -> None:
     """Add the hooks to Faust's consumer class (idempotent); a consumer without a hook set
     behaves as before."""
-    if not getattr(Consumer._new_offset, _INSTALLED, False):
-        Consumer._new_offset = _offset_from_the_application(Consumer._new_offset)  # type: ignore[method-assign,assignment]
-    if not getattr(Consumer.perform_seek, _INSTALLED, False):
-        Consumer.perform_seek = _telling_the_application(Consumer.perform_seek)  # type: ignore[method-assign,assignment]
+    hooks: dict[str, Callable[[Any], Any]] = {
+        "_new_offset": _offset_from_the_application,
+        "perform_seek": _telling_the_application,
+    }
+    for name, hook in hooks.items():
+        method = getattr(Consumer, name)
+        if not getattr(method, _INSTALLED, False):
+            setattr(Consumer, name, hook(method))
 
 
 def commit_offsets_from(consumer: Any, committable: Committable) -> None:

@@ -57,6 +57,8 @@ class InputOffsets:
         # Per partition, the (next offset, offset ahead of it) that caused the last rewinds,
         # and how many rewinds in a row it caused.
         self._last_rewind: dict[TopicPartition, tuple[tuple[int, int], int]] = {}
+        # The first offset of the gap the last `SKIPPED_GAP` went past.
+        self.gap_start = 0
 
     def on_assignment(self) -> None:
         """A new assignment: nothing is processed until its partitions have been sought."""
@@ -91,6 +93,7 @@ class InputOffsets:
         if times > GAP_CONFIRMATIONS:
             # Read again from `expected` that often, the first message there is this one.
             del self._last_rewind[tp]
+            self.gap_start = expected
             self._next[tp] = offset + 1
             return Admission.SKIPPED_GAP
         self._rewinds[tp] = expected

@@ -280,7 +280,11 @@ class KpiWorker:
             self.settings.dead_letter_topic,
         ]
         changelogs = [table.changelog_topic.get_topic_name() for table in self._tables]
-        internal = {self.by_subject.get_topic_name(), self.settings.dead_letter_topic}
+        configs = {
+            self.by_subject.get_topic_name(): INTERNAL_TOPIC_CONFIG,
+            self.settings.dead_letter_topic: INTERNAL_TOPIC_CONFIG,
+            **dict.fromkeys(changelogs, COMPACTED),
+        }
         admin = AIOKafkaAdminClient(**self._admin_config())
         with connect_failures() as causes:
             try:
@@ -300,13 +304,7 @@ class KpiWorker:
                             name,
                             self.partitions,
                             replicas,
-                            topic_configs=(
-                                COMPACTED
-                                if name in changelogs
-                                else INTERNAL_TOPIC_CONFIG
-                                if name in internal
-                                else {}
-                            ),
+                            topic_configs=configs.get(name, {}),
                         )
                         for name in missing
                     ]
@@ -430,12 +428,11 @@ class KpiWorker:
     def _admit(self, message: Any, role: str, forward: bool) -> bool:
         """Whether the message is processed now: only the next one of its partition is (see
         stream_kpis.input_offsets)."""
-        tp = (message.topic, message.partition)
-        expected = self.input_offsets.next_offset(tp)
-        admission = self.input_offsets.admit(tp, message.offset)
+        admission = self.input_offsets.admit((message.topic, message.partition), message.offset)
         if admission is Admission.NEXT:
             return True
-        if admission is Admission.SKIPPED_GAP and expected is not None:
+        if admission is Admission.SKIPPED_GAP:
+            expected = self.input_offsets.gap_start
             self.metrics.count_empty_offsets(
                 role if forward else BY_SUBJECT_TOPIC, message.offset - expected
             )

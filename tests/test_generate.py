@@ -323,7 +323,10 @@ def test_cli_refuses_duplicates_of_nothing(args, says, tmp_path):
         (" , ", "--programs ' , ': names no programme"),
         ("web,all", "--programs 'web,all': 'all': a programme is 1-128 characters and not"),
         ("web,app,web", "--programs 'web,app,web': 'web' is given twice"),
-        ("x" * 129, "… (129 characters): " + "'" + "x" * 60 + "'… (129 characters): a programme"),
+        (
+            "x" * 129,
+            "… (129 characters): " + "'" + "x" * 60 + "'… (129 characters): a programme",
+        ),
         (
             "a," + "x" * 129,
             "… (131 characters): " + "'" + "x" * 60 + "'… (129 characters): a programme",
